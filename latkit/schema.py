@@ -69,6 +69,7 @@ TABLES: dict[str, str] = {
             load_id     INTEGER,
             path        VARCHAR,
             sha256      VARCHAR,
+            bytes       BIGINT,
             format      VARCHAR,
             rows        MAP(VARCHAR, BIGINT),
             read        BIGINT,

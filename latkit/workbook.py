@@ -1,0 +1,495 @@
+"""The workbook: a DuckDB database holding the canonical tables of one investigation.
+
+>>> import latkit
+>>> wb = latkit.open()                       # in memory; latkit.open("case.duckdb") persists
+>>> report = wb.load("tests/fixtures/otlp")  # files, folders (recursive) or globs
+>>> wb.sql("select count(*) as n from spans")["n"][0] > 0
+True
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from latkit import enrich, schema
+from latkit.ingest import LoadError, Reject, Rows, Source, detect, excerpt
+
+__all__ = ["FileReport", "LoadReport", "Workbook", "WorkbookError", "open"]
+
+#: Rejects kept per file in the ``rejects`` table; the count is always exact.
+MAX_REJECTS_STORED = 10_000
+
+
+class WorkbookError(Exception):
+    """A workbook file that this version of latkit cannot open as it is."""
+
+
+@dataclass
+class FileReport:
+    """What loading one file did."""
+
+    path: str
+    format: str | None = None
+    rows: dict[str, int] = field(default_factory=dict)
+    read: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    seconds: float = 0.0
+    #: None when loaded; otherwise why nothing was added ("already loaded", "unknown format")
+    note: str | None = None
+
+    @property
+    def loaded(self) -> int:
+        return sum(self.rows.values())
+
+
+@dataclass
+class LoadReport:
+    """What ``Workbook.load`` did: rows added per table, duplicates, rejects, skipped files.
+
+    Every record read is accounted for: ``loaded + duplicates + rejected == read``.
+    """
+
+    files: list[FileReport] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def rows(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for f in self.files:
+            for table, n in f.rows.items():
+                total[table] = total.get(table, 0) + n
+        return total
+
+    @property
+    def read(self) -> int:
+        return sum(f.read for f in self.files)
+
+    @property
+    def loaded(self) -> int:
+        return sum(f.loaded for f in self.files)
+
+    @property
+    def duplicates(self) -> int:
+        return sum(f.duplicates for f in self.files)
+
+    @property
+    def rejected(self) -> int:
+        return sum(f.rejected for f in self.files)
+
+    @property
+    def skipped(self) -> list[str]:
+        """Files inside a folder or glob that are of no known format."""
+        return [f.path for f in self.files if f.note == "unknown format"]
+
+    @property
+    def already_loaded(self) -> list[str]:
+        return [f.path for f in self.files if f.note == "already loaded"]
+
+    def __repr__(self) -> str:
+        rows = ", ".join(f"{t}: {n:,}" for t, n in sorted(self.rows.items())) or "nothing"
+        lines = [
+            f"LoadReport: {len(self.files)} file(s) in {self.seconds:.2f} s; added {rows}; "
+            f"{self.duplicates:,} duplicate(s), {self.rejected:,} rejected "
+            f"(details in the rejects table)"
+        ]
+        width = max((len(f.path) for f in self.files), default=4)
+        for f in self.files:
+            what = f.note or ", ".join(f"{t} {n:,}" for t, n in sorted(f.rows.items())) or "-"
+            extra = []
+            if f.duplicates:
+                extra.append(f"{f.duplicates:,} duplicates")
+            if f.rejected:
+                extra.append(f"{f.rejected:,} rejected")
+            tail = f" ({', '.join(extra)})" if extra else ""
+            fmt = f.format or "?"
+            lines.append(f"  {f.path:<{width}}  {fmt:<14} {what}{tail}  {f.seconds:.2f} s")
+        return "\n".join(lines)
+
+
+class Workbook:
+    """The canonical tables of one investigation, in DuckDB. Make one with ``latkit.open``."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: str | None, read_only: bool):
+        self.con = con
+        self.path = path
+        self.read_only = read_only
+
+    def __repr__(self) -> str:
+        where = self.path or ":memory:"
+        counts = ", ".join(f"{t} {n:,}" for t, n in self.counts().items() if n)
+        return f"<latkit.Workbook {where}: {counts or 'empty'}>"
+
+    def counts(self) -> dict[str, int]:
+        """Rows per canonical data table."""
+        return {
+            t: int(self.con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0])
+            for t in schema.DATA_TABLES
+        }
+
+    def sql(self, query: str, params: Any = None) -> pl.DataFrame:
+        """Run a query (parameters bound, never pasted) and return a polars DataFrame."""
+        return self.con.cursor().sql(query, params=params).pl()
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Workbook:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- loading -------------------------------------------------------------------------
+
+    def load(self, *paths: str | Path, format: str | None = None, **options: Any) -> LoadReport:
+        """Load files, folders (recursively) and globs; each file's format is detected.
+
+        ``format`` forces a reader (``"otlp_proto"``, ...); other keyword options go to the
+        readers (``log_line_prefix=...`` for PostgreSQL logs). A file named explicitly that
+        holds nothing readable raises ``LoadError``; files of no known format inside a folder
+        or glob are listed in ``report.skipped``.
+        """
+        if self.read_only:
+            raise WorkbookError("this workbook was opened read-only; open it without read_only")
+        started = time.perf_counter()
+        report = LoadReport()
+        for path, explicit in _expand(paths):
+            report.files.append(self._load_file(path, explicit, format, options))
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _load_file(
+        self, path: Path, explicit: bool, format: str | None, options: dict[str, Any]
+    ) -> FileReport:
+        started = time.perf_counter()
+        file_report = FileReport(str(path))
+        if path.stat().st_size == 0:
+            if explicit:
+                raise LoadError(f"{path}: the file is empty")
+            file_report.note = "empty"
+            return file_report
+        source = Source.of(path)
+        reader = _reader(format) if format else detect(source)
+        if reader is None:
+            if explicit:
+                raise LoadError(
+                    f"{path}: not a format latkit reads (tried: {', '.join(_formats())}); "
+                    f"it starts with {excerpt(source.head(80))!r}"
+                )
+            file_report.note = "unknown format"
+            return file_report
+        file_report.format = reader.FORMAT
+
+        # A file of the same size as one loaded before may be the same file: hash it first.
+        # Otherwise hash in a thread while reading (hashlib releases the GIL), so that the
+        # check costs no time on a first load.
+        size = path.stat().st_size
+        hasher = _Hasher(path)
+        if self._seen_size(size):
+            hasher.run()
+            if self._seen_sha(hasher.result()):
+                file_report.note = "already loaded"
+                file_report.seconds = time.perf_counter() - started
+                return file_report
+        else:
+            hasher.start()
+
+        load_id = self._next_load_id()
+        self.con.begin()
+        try:
+            rejects = self._ingest(reader, source, load_id, options, file_report)
+            sha = hasher.result()
+            if self._seen_sha(sha):
+                self.con.rollback()
+                return FileReport(str(path), reader.FORMAT, note="already loaded",
+                                  seconds=time.perf_counter() - started)
+            file_report.duplicates += self._drop_duplicate_spans(load_id, file_report)
+            if explicit and file_report.loaded == 0 and file_report.duplicates == 0:
+                first = rejects[0].reason if rejects else "no records found"
+                raise LoadError(
+                    f"{path}: nothing readable as {reader.FORMAT} "
+                    f"({file_report.rejected:,} unreadable record(s); first: {first})"
+                )
+            self._record(load_id, path, sha, file_report, rejects, started)
+            self.con.commit()
+        except BaseException:
+            self.con.rollback()
+            raise
+        return file_report
+
+    def _ingest(
+        self,
+        reader: ModuleType,
+        source: Source,
+        load_id: int,
+        options: dict[str, Any],
+        file_report: FileReport,
+    ) -> list[Reject]:
+        rejects: list[Reject] = []
+        plan_offset = self._next_plan_id()
+        try:
+            for item in reader.read(source, **options):
+                if isinstance(item, Reject):
+                    file_report.rejected += 1
+                    file_report.read += 1
+                    if len(rejects) < MAX_REJECTS_STORED:
+                        rejects.append(item)
+                    continue
+                file_report.read += item.records
+                self._insert(item, source, load_id, plan_offset, file_report)
+        except LoadError:
+            raise
+        except Exception as e:  # a reader bug must still name the file, never a bare traceback
+            raise LoadError(f"{source.name}: {reader.FORMAT} reader failed: {e!r}") from e
+        return rejects
+
+    def _insert(
+        self, item: Rows, source: Source, load_id: int, plan_offset: int, report: FileReport
+    ) -> None:
+        table = item.table
+        if table not in schema.DATA_TABLES:
+            raise LoadError(f"{source.name}: reader produced rows for unknown table {table!r}")
+        cur = self.con.cursor()
+        params: dict[str, object] = {"source": source.name, "load_id": load_id}
+        if table == "spans":
+            cur.register("_staged", enrich.stage_spans(item.batch))
+            cur.execute(f"INSERT INTO spans {enrich.SPANS_SELECT}", params)
+        else:
+            staged = enrich.stage_sql_texts(table, item.batch)
+            cur.register("_staged", staged)
+            columns = "*"
+            if "plan_id" in staged.column_names:
+                # Plan ids are numbered per file by the reader; make them unique here.
+                columns = "* REPLACE (plan_id + $plan_offset AS plan_id)"
+                params["plan_offset"] = plan_offset
+            cur.execute(
+                f"INSERT INTO {table} BY NAME "
+                f"SELECT {columns}, $source AS source, $load_id AS load_id FROM _staged",
+                params,
+            )
+        cur.unregister("_staged")
+        report.rows[table] = report.rows.get(table, 0) + item.batch.num_rows
+
+    def _drop_duplicate_spans(self, load_id: int, report: FileReport) -> int:
+        """Delete this load's spans already present (same trace id, span id and kind)."""
+        if not report.rows.get("spans"):
+            return 0
+        cur = self.con.cursor()
+        before = report.rows["spans"]
+        # Within the file: keep the first copy. Then against earlier loads.
+        cur.execute(
+            """
+            DELETE FROM spans WHERE rowid IN (
+                SELECT rowid FROM spans
+                WHERE load_id = $load_id
+                QUALIFY row_number() OVER (
+                    PARTITION BY trace_id, span_id, kind ORDER BY rowid) > 1
+            )
+            """,
+            {"load_id": load_id},
+        )
+        cur.execute(
+            """
+            DELETE FROM spans WHERE load_id = $load_id AND rowid IN (
+                SELECT new.rowid
+                FROM spans AS new
+                JOIN spans AS old USING (trace_id, span_id, kind)
+                WHERE new.load_id = $load_id AND old.load_id <> $load_id
+            )
+            """,
+            {"load_id": load_id},
+        )
+        after = int(
+            cur.execute("SELECT count(*) FROM spans WHERE load_id = ?", [load_id]).fetchall()[0][0]
+        )
+        report.rows["spans"] = after
+        return before - after
+
+    def _record(
+        self,
+        load_id: int,
+        path: Path,
+        sha: str,
+        report: FileReport,
+        rejects: list[Reject],
+        started: float,
+    ) -> None:
+        cur = self.con.cursor()
+        if rejects:
+            cur.executemany(
+                "INSERT INTO rejects VALUES (?, ?, ?, ?, ?)",
+                [[load_id, str(path), r.position, r.reason, r.excerpt] for r in rejects],
+            )
+        report.seconds = time.perf_counter() - started
+        cur.execute(
+            "INSERT INTO loads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
+            [
+                load_id,
+                str(path),
+                sha,
+                path.stat().st_size,
+                report.format,
+                report.rows,
+                report.read,
+                report.duplicates,
+                report.rejected,
+                report.seconds,
+            ],
+        )
+
+    def _next_load_id(self) -> int:
+        row = self.con.execute("SELECT coalesce(max(load_id), 0) + 1 FROM loads").fetchall()
+        return int(row[0][0])
+
+    def _next_plan_id(self) -> int:
+        row = self.con.execute("SELECT coalesce(max(plan_id), -1) + 1 FROM plans").fetchall()
+        return int(row[0][0])
+
+    def _seen_size(self, size: int) -> bool:
+        return bool(self.con.execute("SELECT count(*) FROM loads WHERE bytes = ?", [size])
+                    .fetchall()[0][0])
+
+    def _seen_sha(self, sha: str) -> bool:
+        return bool(self.con.execute("SELECT count(*) FROM loads WHERE sha256 = ?", [sha])
+                    .fetchall()[0][0])
+
+
+class _Hasher:
+    """SHA-256 of a file, computed now or in a background thread."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._digest: str | None = None
+        self._thread: threading.Thread | None = None
+
+    def run(self) -> None:
+        h = hashlib.sha256()
+        with self.path.open("rb") as f:
+            while chunk := f.read(4 << 20):
+                h.update(chunk)
+        self._digest = h.hexdigest()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, daemon=True)
+        self._thread.start()
+
+    def result(self) -> str:
+        if self._thread is not None:
+            self._thread.join()
+        if self._digest is None:
+            self.run()
+        assert self._digest is not None
+        return self._digest
+
+
+def _expand(paths: Iterable[str | Path]) -> Iterator[tuple[Path, bool]]:
+    """Each file to load, and whether it was named explicitly (not found in a folder/glob)."""
+    for raw in paths:
+        text = str(raw)
+        p = Path(text).expanduser()
+        if p.is_file():
+            yield p, True
+        elif p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts):
+                    yield f, False
+        elif glob.has_magic(text):
+            matches = sorted(Path(m) for m in glob.glob(text, recursive=True))
+            if not matches:
+                raise LoadError(f"{text}: no file matches this pattern")
+            for m in matches:
+                if m.is_file():
+                    yield m, False
+                elif m.is_dir():
+                    yield from _expand([m])
+        else:
+            raise LoadError(f"{text}: no such file or folder")
+
+
+def _formats() -> list[str]:
+    from latkit.ingest import readers
+
+    return [m.FORMAT for m in readers()]
+
+
+def _reader(format: str) -> ModuleType:
+    from latkit.ingest import readers
+
+    for m in readers():
+        if m.FORMAT == format:
+            return m
+    raise LoadError(f"unknown format {format!r}; latkit reads {', '.join(_formats())}")
+
+
+# -- opening and migrating ---------------------------------------------------------------
+
+#: Steps that bring a workbook of version N to N + 1 (SQL statements).
+MIGRATIONS: dict[int, tuple[str, ...]] = {}
+
+
+def open(path: str | Path | None = None, read_only: bool = False) -> Workbook:
+    """Open a workbook: in memory (no path), or a DuckDB file that keeps an investigation.
+
+    >>> wb = latkit.open()
+    >>> wb.counts()["spans"]
+    0
+    """
+    where = str(path) if path is not None else ":memory:"
+    if read_only and path is None:
+        raise WorkbookError("an in-memory workbook cannot be read-only")
+    try:
+        con = duckdb.connect(where, read_only=read_only)
+    except duckdb.Error as e:
+        raise WorkbookError(f"{where}: cannot open as a DuckDB workbook: {e}") from e
+    _prepare(con, where, read_only)
+    return Workbook(con, None if path is None else str(path), read_only)
+
+
+def _prepare(con: duckdb.DuckDBPyConnection, where: str, read_only: bool) -> None:
+    tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    version = schema.SCHEMA_VERSION
+    if "meta" in tables:
+        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+        version = int(row[0][0]) if row else 0
+    elif tables - set(schema.TABLES):
+        raise WorkbookError(
+            f"{where}: this DuckDB file has tables but is not a latkit workbook "
+            f"(no meta table); open it with duckdb, or give latkit a new file name"
+        )
+    if version > schema.SCHEMA_VERSION:
+        raise WorkbookError(
+            f"{where}: written by a newer latkit (workbook schema {version}, this latkit "
+            f"knows {schema.SCHEMA_VERSION}); upgrade latkit: pip install -U latkit"
+        )
+    if read_only:
+        if version < schema.SCHEMA_VERSION:
+            raise WorkbookError(
+                f"{where}: workbook schema {version} is older than {schema.SCHEMA_VERSION}; "
+                f"open it once without read_only to migrate it"
+            )
+        return
+    con.begin()
+    for v in range(version, schema.SCHEMA_VERSION):
+        for statement in MIGRATIONS.get(v, ()):
+            con.execute(statement)
+    for ddl in schema.TABLES.values():
+        con.execute(ddl)
+    con.execute(
+        "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(schema.SCHEMA_VERSION)]
+    )
+    for macro in schema.MACROS:
+        con.execute(macro)
+    con.commit()
+

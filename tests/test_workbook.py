@@ -1,0 +1,171 @@
+"""The workbook: opening, persisting, schema versions, and what load does with paths."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+
+import latkit
+from latkit import schema
+
+FIXTURES = Path(__file__).parent / "fixtures" / "otlp"
+
+
+def test_public_names_match_all() -> None:
+    public = {n for n in dir(latkit) if not n.startswith("_")} - {
+        # submodules that Python exposes as attributes once imported
+        "enrich", "fingerprint", "ingest", "schema", "workbook", "analysis", "charts", "cli",
+    }
+    assert public | {"__version__"} == set(latkit.__all__)
+
+
+def test_open_creates_every_canonical_table() -> None:
+    wb = latkit.open()
+    tables = set(wb.sql("select table_name from duckdb_tables()")["table_name"])
+    assert set(schema.TABLES) <= tables
+    assert wb.counts() == {t: 0 for t in schema.DATA_TABLES}
+
+
+def test_workbook_file_persists_and_records_schema_version(tmp_path: Path) -> None:
+    path = tmp_path / "case.duckdb"
+    with latkit.open(path) as wb:
+        wb.con.execute("insert into spans (trace_id, span_id) values ('a', 'b')")
+    with latkit.open(path, read_only=True) as wb:
+        assert wb.counts()["spans"] == 1
+        version = wb.sql("select value from meta where key = 'schema_version'")["value"][0]
+        assert int(version) == schema.SCHEMA_VERSION
+
+
+def test_newer_workbook_is_refused_with_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "new.duckdb"
+    latkit.open(path).close()
+    con = duckdb.connect(str(path))
+    con.execute("update meta set value = '999' where key = 'schema_version'")
+    con.close()
+    with pytest.raises(latkit.WorkbookError, match="newer latkit.*upgrade latkit"):
+        latkit.open(path)
+
+
+def test_older_workbook_is_migrated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "old.duckdb"
+    latkit.open(path).close()
+    con = duckdb.connect(str(path))
+    con.execute("update meta set value = '0' where key = 'schema_version'")
+    con.execute("alter table spans drop column cache_hit")
+    con.close()
+    monkeypatch.setitem(
+        latkit.workbook.MIGRATIONS, 0, ("alter table spans add column cache_hit boolean",)
+    )
+    with pytest.raises(latkit.WorkbookError, match="open it once without read_only"):
+        latkit.open(path, read_only=True)
+    with latkit.open(path) as wb:
+        assert "cache_hit" in wb.sql("select * from spans").columns
+    with latkit.open(path, read_only=True) as wb:
+        assert wb.counts()["spans"] == 0
+
+
+def test_foreign_duckdb_file_is_not_taken_for_a_workbook(tmp_path: Path) -> None:
+    path = tmp_path / "other.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("create table orders (id int)")
+    con.close()
+    with pytest.raises(latkit.WorkbookError, match="not a latkit workbook"):
+        latkit.open(path)
+
+
+def test_read_only_workbook_refuses_loads(tmp_path: Path) -> None:
+    path = tmp_path / "case.duckdb"
+    latkit.open(path).close()
+    with latkit.open(path, read_only=True) as wb, pytest.raises(latkit.WorkbookError):
+        wb.load(FIXTURES)
+
+
+def test_explicit_file_of_unknown_format_raises_naming_it(tmp_path: Path) -> None:
+    f = tmp_path / "notes.txt"
+    f.write_text("just some notes\n")
+    with pytest.raises(latkit.LoadError, match=r"notes\.txt: not a format latkit reads"):
+        latkit.open().load(f)
+
+
+def test_explicit_empty_file_raises(tmp_path: Path) -> None:
+    f = tmp_path / "empty.jsonl"
+    f.touch()
+    with pytest.raises(latkit.LoadError, match="empty"):
+        latkit.open().load(f)
+
+
+def test_missing_path_and_unmatched_glob_raise(tmp_path: Path) -> None:
+    wb = latkit.open()
+    with pytest.raises(latkit.LoadError, match="no such file"):
+        wb.load(tmp_path / "nope.pb")
+    with pytest.raises(latkit.LoadError, match="no file matches"):
+        wb.load(str(tmp_path / "*.pb"))
+
+
+def test_folder_load_skips_unknown_files_and_lists_them(tmp_path: Path) -> None:
+    shutil.copy(FIXTURES / "framed.pb", tmp_path / "traces.pb")
+    (tmp_path / "README.md").write_text("# my traces\n")
+    (tmp_path / "sub").mkdir()
+    with gzip.open(tmp_path / "sub" / "more.jsonl.gz", "wb") as g:
+        g.write((FIXTURES / "spans.jsonl").read_bytes())
+    report = latkit.open().load(tmp_path)
+    assert report.skipped == [str(tmp_path / "README.md")]
+    assert {f.format for f in report.files if f.note is None} == {"otlp_proto", "otlp_json"}
+    assert report.rows["spans"] > 0
+    assert "README.md" in repr(report)
+
+
+def test_loading_the_same_file_twice_adds_nothing(tmp_path: Path) -> None:
+    wb = latkit.open()
+    first = wb.load(FIXTURES / "framed.pb")
+    copy = tmp_path / "copy.pb"
+    shutil.copy(FIXTURES / "framed.pb", copy)
+    again = wb.load(FIXTURES / "framed.pb", copy)
+    assert first.rows["spans"] > 0
+    assert again.rows == {}
+    assert again.already_loaded == [str(FIXTURES / "framed.pb"), str(copy)]
+    assert wb.counts()["spans"] == first.rows["spans"]
+    assert wb.sql("select count(*) as n from loads")["n"][0] == 1
+
+
+def test_same_spans_in_another_format_are_counted_as_duplicates() -> None:
+    wb = latkit.open()
+    proto = wb.load(FIXTURES / "framed.pb")
+    json = wb.load(FIXTURES / "spans.jsonl")
+    assert json.duplicates == proto.rows["spans"]
+    assert json.rows.get("spans", 0) == 0
+    assert json.loaded + json.duplicates + json.rejected == json.read
+    assert wb.counts()["spans"] == proto.rows["spans"]
+
+
+def test_bad_records_are_rejected_with_position_and_the_rest_kept() -> None:
+    wb = latkit.open()
+    report = wb.load(FIXTURES / "bad_line.jsonl", FIXTURES / "truncated.pb")
+    assert report.rejected >= 3
+    assert report.loaded + report.duplicates + report.rejected == report.read
+    rejects = wb.sql("select path, position, reason from rejects order by all")
+    assert set(rejects["path"]) == {
+        str(FIXTURES / "bad_line.jsonl"), str(FIXTURES / "truncated.pb")
+    }
+    assert all(p.startswith(("line ", "byte ")) for p in rejects["position"])
+    assert wb.counts()["spans"] == report.loaded > 0
+
+
+def test_interrupted_load_leaves_nothing_half_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    wb = latkit.open()
+    real = latkit.workbook.Workbook._record
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(latkit.workbook.Workbook, "_record", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        wb.load(FIXTURES / "framed.pb")
+    assert wb.counts()["spans"] == 0
+    assert wb.sql("select count(*) as n from loads")["n"][0] == 0
+    monkeypatch.setattr(latkit.workbook.Workbook, "_record", real)
+    assert wb.load(FIXTURES / "framed.pb").rows["spans"] > 0
