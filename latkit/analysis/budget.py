@@ -1,0 +1,251 @@
+"""Which requests miss the latency budget, and where does their time go?
+
+Requests are *entry spans*: server spans, one per request a service handled. Every instant
+of an entry span is attributed to exactly one span, the deepest one active at that instant
+(the one on the critical path where parallel children overlap, see ``tree``), and that
+span's kind decides the budget category:
+
+``db``, ``cache``
+    database and cache client spans.
+``http_client``
+    a downstream call whose callee is not traced, or the callee's own time when it is.
+``network``
+    the part of a client span that its callee's server span does not cover: the wire,
+    queueing, connection setup.
+``self``
+    the entry span's own time and its internal spans: code, serialisation, and anything
+    uninstrumented (connection setup often has no span at all).
+
+So the categories of a request add up to its duration, and a route's shares add up to 1.
+
+>>> wb = latkit.open(); _ = wb.load("sample_data/traces")
+>>> budget.by_route(wb).columns[:4]
+['service', 'route', 'requests', 'errors']
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from latkit.analysis import tree
+from latkit.workbook import Workbook
+
+#: Server spans are the requests; a status of error or an HTTP 5xx is an error.
+_REQUESTS = """
+    SELECT *,
+           status = 'error' OR coalesce(http_status_code >= 500, false) AS is_error
+    FROM spans
+    WHERE kind = 'server'
+"""
+
+
+def by_route(wb: Workbook, target_ms: float = 100.0, every: str | None = None) -> pl.DataFrame:
+    """Latency percentiles per route, and the share of requests over ``target_ms``.
+
+    Columns: ``service, route, requests, errors, p50_ms, p95_ms, p99_ms, max_ms,
+    over_target_share`` (plus ``bucket``, a timestamp, when ``every`` is given, e.g. ``"1m"``),
+    sorted by p99, slowest first. Percentiles interpolate linearly between ranks.
+
+    >>> budget.by_route(wb, target_ms=100).filter(pl.col("p99_ms") > 100)
+    """
+    bucket = ""
+    if every is not None:
+        bucket = "time_bucket(CAST($every AS INTERVAL), make_timestamp(start_ns // 1000)) AS bucket,"
+    query = f"""
+        SELECT
+            service,
+            route,
+            {bucket}
+            count(*) AS requests,
+            count(*) FILTER (is_error) AS errors,
+            quantile_cont(duration_ms, 0.50) AS p50_ms,
+            quantile_cont(duration_ms, 0.95) AS p95_ms,
+            quantile_cont(duration_ms, 0.99) AS p99_ms,
+            max(duration_ms) AS max_ms,
+            avg(CAST(duration_ms > $target_ms AS DOUBLE)) AS over_target_share
+        FROM ({_REQUESTS})
+        GROUP BY ALL
+        ORDER BY {"bucket, " if every else ""}p99_ms DESC, service, route
+    """
+    params: dict[str, Any] = {"target_ms": target_ms}
+    if every is not None:
+        params["every"] = every
+    return wb.sql(query, params)
+
+
+def per_request(
+    wb: Workbook, service: str | None = None, route: str | None = None
+) -> pl.DataFrame:
+    """Each request's time by budget category.
+
+    Columns: ``trace_id, span_id, service, route, duration_ms``, then one column per budget
+    category in milliseconds (``self_ms, db_ms, cache_ms, http_client_ms, network_ms``),
+    which add up to ``duration_ms``.
+    """
+    spans = tree.load(wb.con)
+    entries = np.flatnonzero(spans.is_server)
+    seg_entry, _, seg_start, seg_end, seg_budget = tree.partition(spans, entries)
+    n = len(entries)
+    width = len(tree.BUDGET)
+    totals = np.bincount(
+        seg_entry * width + seg_budget.astype(np.int64),
+        weights=(seg_end - seg_start).astype(np.float64),
+        minlength=n * width,
+    ).reshape(n, width)
+    frame = pa.table(
+        {"span_row": spans.span_row[entries]}
+        | {f"{name}_ms": totals[:, i] / 1e6 for i, name in enumerate(tree.BUDGET)}
+    )
+    cur = wb.con.cursor()
+    cur.register("_per_request", frame)
+    filters, params = _filters(service, route)
+    return cur.sql(
+        f"""
+        SELECT s.trace_id, s.span_id, s.service, s.route, s.duration_ms,
+               p.* EXCLUDE (span_row)
+        FROM _per_request AS p
+        JOIN spans AS s ON s.rowid = p.span_row
+        {filters}
+        ORDER BY s.start_ns, s.trace_id, s.span_id
+        """,
+        params=params,
+    ).pl()
+
+
+def breakdown(
+    wb: Workbook, service: str | None = None, route: str | None = None
+) -> pl.DataFrame:
+    """Where each route's time goes, by budget category.
+
+    Columns: ``service, route, category, requests, mean_ms, p95_ms, share``: per request, the
+    mean and 95th percentile of the time spent in ``category``, and its share of all the
+    route's time (the shares of a route add up to 1). Sorted by route, then share.
+
+    >>> budget.breakdown(wb, route="/orders/{id}")
+    """
+    frame = per_request(wb, service, route)
+    long = frame.unpivot(
+        index=["service", "route", "trace_id", "span_id"],
+        on=[f"{name}_ms" for name in tree.BUDGET],
+        variable_name="category",
+        value_name="ms",
+    ).with_columns(pl.col("category").str.strip_suffix("_ms"))
+    cur = wb.con.cursor()
+    cur.register("_long", long.to_arrow())
+    return cur.sql(
+        """
+        SELECT service, route, category,
+               count(*) AS requests,
+               avg(ms) AS mean_ms,
+               quantile_cont(ms, 0.95) AS p95_ms,
+               sum(ms) / nullif(sum(sum(ms)) OVER (PARTITION BY service, route), 0) AS share
+        FROM _long
+        GROUP BY service, route, category
+        ORDER BY service, route, share DESC, category
+        """
+    ).pl()
+
+
+def critical_path(wb: Workbook, trace_id: str) -> pl.DataFrame:
+    """The critical path of one trace (Jaeger's algorithm), as segments in time order.
+
+    Columns: ``span_id, service, name, category, start_ms, end_ms, duration_ms`` where times
+    are milliseconds from the start of the trace's first entry span and ``category`` is the
+    budget category the segment counts as. Segments tile each root request's duration.
+    """
+    spans = tree.load(wb.con, "trace_id = $trace_id", {"trace_id": trace_id})
+    roots = np.flatnonzero((spans.parent < 0) & spans.is_server)
+    if len(roots) == 0:
+        roots = np.flatnonzero(spans.parent < 0)
+    _, seg_span, seg_start, seg_end, seg_budget = tree.partition(spans, roots)
+    origin = int(spans.start_ns[roots].min()) if len(roots) else 0
+    frame = pa.table(
+        {
+            "span_row": spans.span_row[seg_span],
+            "start_ms": (seg_start - origin) / 1e6,
+            "end_ms": (seg_end - origin) / 1e6,
+            "category": pa.array(np.array(tree.BUDGET)[seg_budget.astype(np.int64)]),
+        }
+    )
+    cur = wb.con.cursor()
+    cur.register("_segments", frame)
+    return cur.sql(
+        """
+        SELECT s.span_id, s.service, s.name, g.category, g.start_ms, g.end_ms,
+               g.end_ms - g.start_ms AS duration_ms
+        FROM _segments AS g JOIN spans AS s ON s.rowid = g.span_row
+        ORDER BY g.start_ms, g.end_ms
+        """
+    ).pl()
+
+
+def critical_path_summary(
+    wb: Workbook, route: str, quantile: float = 0.95, service: str | None = None
+) -> pl.DataFrame:
+    """What lies on the critical path of a route's slow requests, over many traces.
+
+    The slow requests are those at or above the route's ``quantile`` of duration. Columns:
+    ``category, service, name, traces, total_ms, mean_ms, share``: the time each (budget
+    category, span name) held the critical path, summed over those requests, and its share
+    of their total time. Sorted by share, largest first.
+    """
+    spans = tree.load(wb.con)
+    entry_rows = _slow_entries(wb, route, quantile, service)
+    is_entry = np.isin(spans.span_row, entry_rows) & spans.is_server
+    entries = np.flatnonzero(is_entry)
+    seg_entry, seg_span, seg_start, seg_end, seg_budget = tree.partition(spans, entries)
+    frame = pa.table(
+        {
+            "entry": seg_entry,
+            "span_row": spans.span_row[seg_span],
+            "ms": (seg_end - seg_start) / 1e6,
+            "category": pa.array(np.array(tree.BUDGET)[seg_budget.astype(np.int64)]),
+        }
+    )
+    cur = wb.con.cursor()
+    cur.register("_segments", frame)
+    return cur.sql(
+        """
+        SELECT g.category, s.service, s.name,
+               count(DISTINCT g.entry) AS traces,
+               sum(g.ms) AS total_ms,
+               sum(g.ms) / count(DISTINCT g.entry) AS mean_ms,
+               sum(g.ms) / sum(sum(g.ms)) OVER () AS share
+        FROM _segments AS g JOIN spans AS s ON s.rowid = g.span_row
+        GROUP BY g.category, s.service, s.name
+        ORDER BY share DESC, g.category, s.service, s.name
+        """
+    ).pl()
+
+
+def _slow_entries(
+    wb: Workbook, route: str, quantile: float, service: str | None
+) -> np.ndarray:
+    rows = wb.sql(
+        """
+        WITH r AS (
+            SELECT rowid AS span_row, duration_ms FROM spans
+            WHERE kind = 'server' AND route = $route
+              AND ($service IS NULL OR service = $service)
+        )
+        SELECT span_row FROM r
+        WHERE duration_ms >= (SELECT quantile_cont(duration_ms, $q) FROM r)
+        """,
+        {"route": route, "service": service, "q": quantile},
+    )
+    return rows["span_row"].to_numpy().astype(np.int64)
+
+
+def _filters(service: str | None, route: str | None) -> tuple[str, dict[str, Any]]:
+    clauses, params = [], {}
+    if service is not None:
+        clauses.append("s.service = $service")
+        params["service"] = service
+    if route is not None:
+        clauses.append("s.route = $route")
+        params["route"] = route
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
