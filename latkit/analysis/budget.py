@@ -249,3 +249,45 @@ def _filters(service: str | None, route: str | None) -> tuple[str, dict[str, Any
         clauses.append("s.route = $route")
         params["route"] = route
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def trace_spans(wb: Workbook, trace_id: str) -> pl.DataFrame:
+    """The spans of one trace, laid out for a waterfall (``charts.waterfall``).
+
+    Columns: ``span_id, parent_span_id, service, name, category, depth, start_ms, end_ms,
+    duration_ms, label``, times from the start of the trace's earliest span, in tree order
+    (each span after its parent, siblings by start time).
+    """
+    frame = wb.sql(
+        """
+        WITH RECURSIVE t AS (
+            SELECT * FROM spans WHERE trace_id = $trace_id
+        ),
+        tree AS (
+            SELECT span_id, 0 AS depth, [start_ns] AS path
+            FROM t
+            WHERE parent_span_id IS NULL
+               OR parent_span_id NOT IN (SELECT span_id FROM t)
+            UNION ALL
+            SELECT c.span_id, tree.depth + 1, list_append(tree.path, c.start_ns)
+            FROM t AS c JOIN tree ON c.parent_span_id = tree.span_id
+            WHERE tree.depth < 100
+        )
+        SELECT t.span_id, t.parent_span_id, t.service, t.name, t.category, tree.depth,
+               (t.start_ns - min(t.start_ns) OVER ()) / 1e6 AS start_ms,
+               (t.end_ns - min(t.start_ns) OVER ()) / 1e6 AS end_ms,
+               t.duration_ms
+        FROM t JOIN tree USING (span_id)
+        ORDER BY tree.path, t.span_id
+        """,
+        {"trace_id": trace_id},
+    )
+    return frame.with_columns(
+        pl.format(
+            "{} {}{} · {}",
+            pl.int_range(1, pl.len() + 1).cast(pl.String).str.zfill(2),
+            pl.lit("  ").repeat_by(pl.col("depth")).list.join(""),
+            pl.col("service"),
+            pl.col("name"),
+        ).alias("label")
+    )

@@ -1,0 +1,56 @@
+"""Chart builders, tested on their Vega-Lite spec (no pixels)."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from latkit import charts
+from latkit.analysis import budget
+from tests.spantree import cache, client, db, server, span, workbook
+
+
+def _wb():  # type: ignore[no-untyped-def]
+    root = server("1", "/checkout", 0, 100)
+    call = client(root, 20, 80)
+    callee = span("1", "GET /stock/{sku}", 25, 75, parent=call, kind="server",
+                  service="inventory", http_route="/stock/{sku}")
+    return workbook(root, call, callee, db(callee, 30, 50), cache(root, 82, 90))
+
+
+def test_budget_bars_stack_categories_against_the_target() -> None:
+    spec = charts.budget_bars(budget.breakdown(_wb()), target_ms=80).to_dict()
+    bars, rule = spec["layer"]
+    assert bars["mark"]["type"] == "bar"
+    assert bars["encoding"]["color"]["field"] == "category"
+    assert bars["encoding"]["x"]["aggregate"] == "sum"
+    assert rule["mark"]["type"] == "rule"
+    assert spec["datasets"][rule["data"]["name"]] == [{"target_ms": 80}]
+
+
+def test_latency_distribution_marks_percentiles_and_target() -> None:
+    frame = pl.DataFrame({"duration_ms": [float(i) for i in range(1, 101)]})
+    spec = charts.latency_distribution(frame, target_ms=90).to_dict()
+    hist, rules = spec["layer"]
+    assert hist["encoding"]["x"]["bin"]
+    marks = {r["mark"]: r["ms"] for r in spec["datasets"][rules["data"]["name"]]}
+    assert marks["p50"] == 50.5 and marks["target"] == 90
+    assert abs(marks["p99"] - 99.01) < 1e-9
+
+
+def test_waterfall_draws_every_span_and_the_critical_path() -> None:
+    wb = _wb()
+    trace = "1".rjust(32, "0")
+    spans = budget.trace_spans(wb, trace)
+    spec = charts.waterfall(spans, budget.critical_path(wb, trace)).to_dict()
+    gantt, path = spec["layer"]
+    assert gantt["encoding"]["x2"]["field"] == "end_ms"
+    assert len(spec["datasets"][gantt["data"]["name"]]) == 5
+    assert path["encoding"]["color"]["field"] == "category"
+    assert spec["layer"][0]["encoding"]["y"]["sort"] == spans["label"].to_list()
+
+
+def test_setup_renders_a_spec_with_an_svg_beside_it() -> None:
+    charts.setup()
+    bundle, _ = charts._render(charts.budget_bars(budget.breakdown(_wb())).to_dict())
+    assert bundle["image/svg+xml"].lstrip().startswith("<svg")
+    assert "application/vnd.vegalite.v5+json" in bundle
