@@ -1,0 +1,1 @@
+SELECT name, sku FROM products WHERE id = 1234;
