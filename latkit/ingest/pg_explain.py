@@ -15,12 +15,14 @@ in one array, a bare ``{"Plan": ...}`` object, or auto_explain's JSON shape
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
 
-from latkit.ingest import LoadError, Reject, Rows, Source
+from latkit.ingest import LoadError, Reject, Rows, Source, excerpt
 
 __all__ = ["FORMAT", "PLAN_NODES_STAGING", "PLANS_STAGING", "flatten", "read", "sniff"]
 
@@ -101,8 +103,8 @@ def flatten(plan_ids: Sequence[int], plans: Sequence[dict[str, Any]]) -> pa.Tabl
         raise ValueError(f"flatten: {len(plan_ids)} plan ids for {len(plans)} plans")
     columns: dict[str, list[Any]] = {name: [] for name in PLAN_NODES_STAGING.names}
     for plan_id, plan in zip(plan_ids, plans, strict=True):
-        root = plan.get("Plan", plan) if isinstance(plan, dict) else None
-        if not isinstance(root, dict):
+        root = _root(plan)
+        if root is None:
             continue
         # (node, parent node id, depth), children pushed in reverse to keep pre-order.
         stack: list[tuple[dict[str, Any], int | None, int]] = [(root, None, 0)]
@@ -129,6 +131,14 @@ def flatten(plan_ids: Sequence[int], plans: Sequence[dict[str, Any]]) -> pa.Tabl
     return pa.Table.from_arrays(arrays, schema=PLAN_NODES_STAGING)
 
 
+def _root(plan: object) -> dict[str, Any] | None:
+    """The root node of a plan given as EXPLAIN's wrapper object or as the node itself."""
+    if not isinstance(plan, dict):
+        return None
+    root = plan.get("Plan", plan)
+    return root if isinstance(root, dict) and isinstance(root.get("Node Type"), str) else None
+
+
 def _array(values: list[Any], type_: pa.DataType) -> pa.Array:
     """An Arrow array of ``values``; a value of the wrong kind becomes NULL, not an error."""
     try:
@@ -153,10 +163,130 @@ def _coerce(value: Any, type_: pa.DataType) -> Any:
 
 
 def sniff(head: bytes) -> bool:
-    """Not written yet: the reader comes in the next commit."""
-    return False
+    """Whether ``head`` starts an EXPLAIN (FORMAT JSON) document (or psql's table of one).
+
+    >>> sniff(b'[\\n  {\\n    "Plan": {\\n      "Node Type": "Seq Scan",')
+    True
+    >>> sniff(b'{"resourceSpans": []}')
+    False
+    """
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if _ALIGNED_HEADER.match(text):
+        return b'"Node Type"' in text
+    return text[:1] in (b"[", b"{") and bool(_PLAN_KEY.search(text)) and b'"Node Type"' in text
 
 
 def read(source: Source, **options: object) -> Iterator[Rows | Reject]:
-    """Not written yet: the reader comes in the next commit."""
-    raise LoadError(f"{source.name}: the {FORMAT} reader is not written yet")
+    """The plans of one file: ``plans`` rows, then their ``plan_nodes`` rows, in batches.
+
+    The whole file is parsed at once (EXPLAIN output is small; a file of many plans is
+    still read in full, then yielded ``BATCH_PLANS`` plans at a time). A document that ends
+    early is a ``LoadError`` when nothing before it was readable, otherwise a ``Reject``.
+    """
+    with source.open() as f:
+        raw = f.read()
+    text = raw.decode("utf-8", "replace").lstrip("\ufeff")
+    if _ALIGNED_HEADER.match(text.lstrip().encode()):
+        text = _unalign(text)
+    plans: list[dict[str, Any]] = []
+    first_id = 0
+    for item in _documents(source, text):
+        if isinstance(item, Reject):
+            yield item
+            continue
+        plans.append(item)
+        if len(plans) == BATCH_PLANS:
+            yield from _batches(plans, first_id)
+            first_id += len(plans)
+            plans = []
+    if plans:
+        yield from _batches(plans, first_id)
+
+
+#: Plans per yielded batch.
+BATCH_PLANS = 1000
+
+_PLAN_KEY = re.compile(rb'"Plan"\s*:\s*\{')
+_ALIGNED_HEADER = re.compile(rb"\s*QUERY PLAN\s*\r?\n-{4,}")
+_FOOTER = re.compile(r"^\(\d+ rows?\)$")
+
+
+def _batches(plans: list[dict[str, Any]], first_id: int) -> Iterator[Rows]:
+    ids = list(range(first_id, first_id + len(plans)))
+    yield Rows(
+        "plans",
+        pa.Table.from_pydict(
+            {
+                "plan_id": ids,
+                "statement": [_text(p.get("Query Text")) for p in plans],
+                "duration_ms": [_duration_ms(p) for p in plans],
+                "plan": [json.dumps(p, ensure_ascii=False) for p in plans],
+            },
+            schema=PLANS_STAGING,
+        ),
+    )
+    yield Rows("plan_nodes", flatten(ids, plans))
+
+
+def _documents(source: Source, text: str) -> Iterator[dict[str, Any] | Reject]:
+    """Each plan of the JSON documents in ``text`` (arrays of plans, bare plans)."""
+    decoder = json.JSONDecoder()
+    position = 0
+    found = 0
+    while True:
+        while position < len(text) and text[position] in " \t\r\n":
+            position += 1
+        if position >= len(text):
+            break
+        try:
+            document, end = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as e:
+            if found == 0:
+                # EXPLAIN output always ends with a closing bracket: without one, say so.
+                cut = "" if text.rstrip()[-1:] in ("]", "}") else "; the file ends early: truncated?"
+                raise LoadError(
+                    f"{source.name}: not readable as EXPLAIN (FORMAT JSON): {e.msg} "
+                    f"(line {e.lineno}, column {e.colno}){cut}"
+                ) from None
+            yield Reject(f"line {e.lineno}", f"invalid JSON after {found} plan(s): {e.msg}",
+                         excerpt(text[position : position + 120]))
+            return
+        line = text.count("\n", 0, position) + 1
+        items = document if isinstance(document, list) else [document]
+        for index, item in enumerate(items):
+            if _root(item) is not None:
+                found += 1
+                yield item
+            else:
+                where = f"line {line}" + (f", element {index}" if len(items) > 1 else "")
+                yield Reject(where, "not an EXPLAIN plan (no \"Plan\" with a \"Node Type\")",
+                             excerpt(json.dumps(item)))
+        position = end
+
+
+def _unalign(text: str) -> str:
+    """The JSON inside psql's aligned output: no header, footer or ``+`` marks."""
+    lines = text.strip("\r\n").splitlines()
+    body = lines[2:]  # the "QUERY PLAN" header and its dashes
+    out = []
+    for line in body:
+        if _FOOTER.match(line.strip()):
+            continue
+        stripped = line.rstrip()
+        if stripped.endswith("+"):
+            stripped = stripped[:-1]
+        out.append(stripped[1:] if stripped.startswith(" ") else stripped)
+    return "\n".join(out)
+
+
+def _duration_ms(plan: dict[str, Any]) -> float | None:
+    """Execution Time when EXPLAIN ANALYZE gave one, else the root node's Actual Total Time."""
+    root = _root(plan) or {}
+    for value in (plan.get("Execution Time"), root.get("Actual Total Time")):
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
