@@ -261,7 +261,7 @@ class Workbook:
         table = item.table
         if table not in schema.DATA_TABLES:
             raise LoadError(f"{source.name}: reader produced rows for unknown table {table!r}")
-        cur = self.con.cursor()
+        cur = self.con  # the load's transaction is on this connection
         params: dict[str, object] = {"source": source.name, "load_id": load_id}
         if table == "spans":
             cur.register("_staged", enrich.stage_spans(item.batch))
@@ -286,7 +286,7 @@ class Workbook:
         """Delete this load's spans already present (same trace id, span id and kind)."""
         if not report.rows.get("spans"):
             return 0
-        cur = self.con.cursor()
+        cur = self.con  # the load's transaction is on this connection
         before = report.rows["spans"]
         # Within the file: keep the first copy. Then against earlier loads.
         cur.execute(
@@ -326,7 +326,7 @@ class Workbook:
         rejects: list[Reject],
         started: float,
     ) -> None:
-        cur = self.con.cursor()
+        cur = self.con  # the load's transaction is on this connection
         if rejects:
             cur.executemany(
                 "INSERT INTO rejects VALUES (?, ?, ?, ?, ?)",
