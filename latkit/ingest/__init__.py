@@ -32,6 +32,9 @@ import pyarrow as pa
 READERS = (
     "latkit.ingest.otlp_json",
     "latkit.ingest.otlp_proto",
+    "latkit.ingest.pg_csvlog",
+    "latkit.ingest.pg_jsonlog",
+    "latkit.ingest.pg_stderr",  # last: it takes any text with PostgreSQL's "LOG:  " markers
 )
 
 HEAD_BYTES = 64 * 1024

@@ -1,0 +1,609 @@
+"""What PostgreSQL's log messages mean, for every log format: the logic the readers share.
+
+The three log readers (``pg_stderr``, ``pg_csvlog``, ``pg_jsonlog``) differ only in how a
+file splits into *entries* (one per logged message, with its timestamp, pid, user, ...). They
+hand entries in the ``ENTRIES`` shape to a :class:`Classifier`, which turns them into rows of
+the canonical tables, in DuckDB, in bounded chunks:
+
+- ``duration: 1.2 ms  statement: ...`` is one ``queries`` row; so is ``statement: ...`` or
+  ``execute <name>: ...`` without a duration (``log_statement = 'all'``), with a NULL
+  duration unless a bare ``duration: 1.2 ms`` of the same pid follows (``log_statement`` and
+  ``log_min_duration_statement`` both on log a statement once, its duration later).
+- The extended protocol logs ``parse``, ``bind`` and ``execute`` entries. One execution is
+  one row, at its ``execute`` entry: ``duration_ms`` is the execute duration (what PostgreSQL,
+  pgBadger and pg_stat_statements' ``total_exec_time`` count as the statement's time) and
+  ``phase_ms`` keeps ``{'parse': .., 'bind': .., 'execute': ..}`` for the parse and bind of
+  the same pid since its previous execution (a named prepared statement is parsed once, so
+  later executions have no ``parse``). ``DETAIL:  parameters: ...`` goes to ``parameters``.
+- ``connection received``, ``connection authenticated``, ``connection authorized`` and
+  ``disconnection: session time: ...`` are ``connections`` rows (events ``received``,
+  ``authenticated``, ``authorized``, ``disconnection``).
+- auto_explain's ``duration: 1.2 ms  plan:`` entries are ``plans`` rows (JSON plans are
+  flattened into ``plan_nodes`` by ``pg_explain.flatten``; text plans are kept as a JSON string
+  without nodes). They are *not* ``queries`` rows: the statement's own duration line is.
+
+Every row gets a ``session_id``. Where the format has none (a stderr prefix without ``%c``)
+it is derived as PostgreSQL makes it: ``<session start, Unix seconds, hex>.<pid, hex>``, the
+start taken from the pid's latest ``connection received`` entry, else from the pid's first
+entry in the file. Query rows without user, database, application or client in their prefix
+get them from their session's connection entries.
+
+>>> from latkit.ingest.pg_messages import prefix_regex
+>>> prefix_regex("%m [%p] ").names
+('ts', 'pid')
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from latkit.ingest import Rows, Source
+
+__all__ = [
+    "ENTRIES",
+    "KNOWN_PREFIXES",
+    "SEVERITIES",
+    "Classifier",
+    "Prefix",
+    "detect_prefix",
+    "line_chunks",
+    "prefix_regex",
+]
+
+#: The entries a reader hands to the ``Classifier``: one per logged message, in file order.
+#: ``line`` is the (1-based) line of the entry's first line in the file; ``detail`` is the
+#: message's DETAIL text; ``session_id`` may be NULL (it is derived then).
+ENTRIES = pa.schema(
+    [
+        ("line", pa.int64()),
+        ("ts_ns", pa.int64()),
+        ("pid", pa.int32()),
+        ("session_id", pa.string()),
+        ("user_name", pa.string()),
+        ("database", pa.string()),
+        ("application", pa.string()),
+        ("client", pa.string()),
+        ("severity", pa.string()),
+        ("message", pa.string()),
+        ("detail", pa.string()),
+        ("query_id", pa.int64()),
+    ]
+)
+
+#: Message severities as PostgreSQL writes them (lc_messages = 'C').
+SEVERITIES = (
+    "LOG", "ERROR", "WARNING", "FATAL", "PANIC", "DETAIL", "HINT", "CONTEXT", "STATEMENT",
+    "QUERY", "LOCATION", "NOTICE", "INFO", "DEBUG1", "DEBUG2", "DEBUG3", "DEBUG4", "DEBUG5",
+    "DEBUG",
+)
+SEVERITY_RE = "(" + "|".join(SEVERITIES) + "):  "
+
+#: Prefixes tried, in order, when none is given (the first that matches most lines wins).
+KNOWN_PREFIXES = (
+    "%m [%p] %q%u@%d ",  # Debian and Ubuntu's default
+    "%m [%p] ",  # PostgreSQL's default since 10
+    "%t [%p]: [%l-1] user=%u,db=%d,app=%a,client=%h ",  # pgBadger's documentation
+    "%t [%p]: [%l-1] user=%u,db=%d ",
+    "%t [%p]: user=%u,db=%d,app=%a,client=%h ",
+    "%m [%p]: [%l-1] user=%u,db=%d,app=%a,client=%h ",
+    "%t [%p]: [%l-1] ",
+    "%m %c ",
+    "%t [%p] ",
+    "%t ",
+    "%m ",
+    "",  # the default before PostgreSQL 10
+)
+
+_TS = (
+    r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?"
+    r"(?: [A-Za-z][A-Za-z0-9_/+\-]*| [+\-]\d\d(?::?\d\d)?)?"
+)
+
+#: log_line_prefix escape -> (regex, entry column or None)
+_ESCAPES: dict[str, tuple[str, str | None]] = {
+    "a": (r"(.*?)", "application"),
+    "u": (r"(.*?)", "user_name"),
+    "d": (r"(.*?)", "database"),
+    "r": (r"(.*?)", "client"),
+    "h": (r"(.*?)", "client"),
+    "b": (r"(.*?)", None),
+    "p": (r"(\d+)", "pid"),
+    "P": (r"\d*", None),
+    "t": (f"({_TS})", "ts"),
+    "m": (f"({_TS})", "ts"),
+    "n": (r"(\d+(?:\.\d+)?)", "epoch"),
+    "i": (r".*?", None),
+    "e": (r"[0-9A-Z]{5}", None),
+    "c": (r"([0-9a-f]+\.[0-9a-f]+)", "session_id"),
+    "l": (r"\d+", None),
+    "s": (f"{_TS}", None),
+    "v": (r"\S*?", None),
+    "x": (r"\d*", None),
+    "Q": (r"(-?\d+)", "query_id"),
+}
+
+
+@dataclass(frozen=True)
+class Prefix:
+    """A ``log_line_prefix`` as a regular expression matching a whole first line of an entry.
+
+    ``pattern`` captures the prefix's fields (``names``), then ``severity`` and ``message``.
+    It is RE2 and Python ``re`` compatible, so DuckDB and Python agree on what matches.
+    """
+
+    text: str
+    pattern: str
+    names: tuple[str, ...]
+
+    def compiled(self) -> re.Pattern[str]:
+        return re.compile(self.pattern)
+
+
+def prefix_regex(prefix: str) -> Prefix:
+    """The regular expression for lines written with this ``log_line_prefix``.
+
+    >>> p = prefix_regex("%t [%p]: [%l-1] user=%u,db=%d ")
+    >>> m = p.compiled().match("2024-01-02 03:04:05 UTC [42]: [3-1] user=app,db=shop LOG:  x")
+    >>> dict(zip(p.names, m.groups()))["database"]
+    'shop'
+    """
+    parts: list[str] = []
+    names: list[str] = []
+    optional = False
+    i = 0
+    while i < len(prefix):
+        c = prefix[i]
+        if c != "%" or i + 1 >= len(prefix):
+            parts.append(re.escape(c) if c != " " else " +")
+            i += 1
+            continue
+        j = i + 1
+        padded = False
+        while j < len(prefix) and (prefix[j] in "-" or prefix[j].isdigit()):
+            padded = True
+            j += 1
+        if j >= len(prefix):
+            break
+        esc = prefix[j]
+        i = j + 1
+        if esc == "%":
+            parts.append("%")
+        elif esc == "q":
+            parts.append("(?:")  # the rest is written only by session processes
+            optional = True
+        elif esc in _ESCAPES:
+            regex, name = _ESCAPES[esc]
+            if name is not None and name in names:  # %r and %h both give the client
+                regex, name = regex.replace("(", "(?:", 1), None
+            parts.append(r" *" + regex + r" *" if padded else regex)
+            if name is not None:
+                names.append(name)
+        else:
+            parts.append(re.escape("%" + esc))
+    if optional:
+        parts.append(")?")
+    pattern = "^" + "".join(parts) + SEVERITY_RE + "(.*)"
+    return Prefix(prefix, pattern, (*names, "severity", "message"))
+
+
+def detect_prefix(lines: Sequence[str]) -> Prefix | None:
+    """The known prefix that matches most of these lines (None if none matches any)."""
+    best: tuple[int, int, Prefix] | None = None
+    for text in KNOWN_PREFIXES:
+        p = prefix_regex(text)
+        rx = p.compiled()
+        hits = sum(1 for line in lines if rx.match(line))
+        if hits and (best is None or (hits, len(p.names)) > best[:2]):
+            best = (hits, len(p.names), p)
+    return best[2] if best else None
+
+
+#: message -> (duration, verb, statement name, text). ``(?s)``: texts span lines.
+_MESSAGE_RE = (
+    r"(?s)^(?:duration: ([0-9.]+) ms(?:  |$))?"
+    r"(?:(statement|parse|bind|execute|plan)(?: (?:fetch from )?([^:\n]*))?:[ \n]?(.*))?$"
+)
+
+#: Entry timestamp text ("2024-01-02 03:04:05.678 UTC", offsets, zone names) -> ns, UTC.
+TS_MACROS = (
+    r"""
+    CREATE OR REPLACE TEMP MACRO pg_ts_local(local, tz) AS CASE
+        WHEN tz IN ('', 'UTC', 'GMT', 'Z', 'UCT') THEN epoch_ns(local)
+        WHEN regexp_full_match(tz, '[+-]\d\d(:?\d\d)?') THEN epoch_ns(local)
+            - (CASE WHEN tz[1] = '-' THEN -1 ELSE 1 END)
+              * (tz[2:3]::BIGINT * 3600
+                 + coalesce(try_cast(replace(tz[4:], ':', '') AS BIGINT), 0) * 60)
+              * 1000000000
+        WHEN tz IN (SELECT name FROM pg_timezone_names()) THEN epoch_ns(timezone(tz, local))
+    END
+    """,
+    r"""
+    CREATE OR REPLACE TEMP MACRO pg_ts_ns(t) AS pg_ts_local(
+        try_cast(regexp_extract(t, '^(\S+ \S+)', 1) AS TIMESTAMP),
+        regexp_extract(t, '^\S+ \S+ (\S+)$', 1)
+    )
+    """,
+)
+
+# One row per entry, with the message taken apart; `_t` holds this round's entries.
+_CLASSIFY = f"""
+CREATE OR REPLACE TEMP TABLE _c AS
+SELECT
+    line, ts_ns, pid, session_id, user_name, database, application, client, detail,
+    nullif(query_id, 0) AS query_id, message,
+    regexp_extract(message, '{_MESSAGE_RE}', ['dur', 'verb', 'name', 'text']) AS m,
+    CASE
+        WHEN starts_with(message, 'connection received: ') THEN 'received'
+        WHEN starts_with(message, 'connection authorized: ') THEN 'authorized'
+        WHEN starts_with(message, 'connection authenticated: ') THEN 'authenticated'
+        WHEN starts_with(message, 'disconnection: ') THEN 'disconnection'
+    END AS event
+FROM _t
+WHERE severity = 'LOG'
+"""
+
+# Session starts per pid, for deriving session ids: the carried state (`_starts`), this
+# round's `connection received` entries, and a pid's first entry where nothing earlier is known.
+_DERIVE_SESSIONS = (
+    """
+CREATE OR REPLACE TEMP TABLE _all_starts AS
+SELECT pid, line, start_s FROM _starts
+UNION ALL
+SELECT pid, line, ts_ns // 1000000000 FROM _c WHERE event = 'received'
+UNION ALL
+SELECT pid, min(line), arg_min(ts_ns, line) // 1000000000
+FROM _t
+WHERE pid IS NOT NULL AND pid NOT IN (SELECT pid FROM _starts)
+GROUP BY pid
+""",
+    """
+CREATE OR REPLACE TEMP TABLE _c AS
+SELECT _c.* REPLACE (coalesce(_c.session_id, printf('%x.%x', s.start_s, _c.pid)) AS session_id)
+FROM _c ASOF LEFT JOIN _all_starts AS s ON _c.pid = s.pid AND _c.line >= s.line
+""",
+    """
+CREATE OR REPLACE TEMP TABLE _starts AS
+SELECT pid, max(line) AS line, arg_max(start_s, line) AS start_s
+FROM _all_starts WHERE line < $hi GROUP BY pid
+""",
+)
+
+# What each session's connection entries say about it (latest session per pid is kept).
+_SESSIONS = r"""
+CREATE OR REPLACE TEMP TABLE _sessions AS
+WITH seen AS (
+    SELECT session_id, pid, line, user_name, database, application, client FROM _sessions
+    UNION ALL
+    SELECT
+        session_id, pid, line,
+        coalesce(nullif(regexp_extract(message, ' user=(\S+)', 1), ''), user_name),
+        coalesce(nullif(regexp_extract(message, ' database=(\S+)', 1), ''), database),
+        coalesce(nullif(regexp_extract(message, ' application_name=(.*?)(?: SSL| GSS|$)', 1),
+                        ''), application),
+        coalesce(nullif(regexp_extract(message, 'host=(\S+)', 1), ''), client)
+    FROM _c
+    WHERE event IS NOT NULL AND line < $hi AND session_id IS NOT NULL
+), merged AS (
+    SELECT session_id, any_value(pid) AS pid, max(line) AS line,
+           last(user_name ORDER BY line) FILTER (user_name IS NOT NULL) AS user_name,
+           last(database ORDER BY line) FILTER (database IS NOT NULL) AS database,
+           last(application ORDER BY line) FILTER (application IS NOT NULL) AS application,
+           last(client ORDER BY line) FILTER (client IS NOT NULL) AS client
+    FROM seen GROUP BY session_id
+)
+SELECT * FROM merged QUALIFY row_number() OVER (PARTITION BY pid ORDER BY line DESC) = 1
+"""
+
+_QUERIES = r"""
+WITH q AS (
+    -- statements, executions, bare durations and parse/bind phases of each pid, in order
+    SELECT
+        *,
+        m.verb IN ('statement', 'execute') AS is_query,
+        sum((m.verb IN ('statement', 'execute'))::INT) OVER (
+            PARTITION BY pid ORDER BY line ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
+        ) AS n_before,
+        lead(m) OVER (PARTITION BY pid ORDER BY line) AS next_m
+    FROM _c
+    WHERE m.verb IN ('statement', 'execute', 'parse', 'bind')
+       OR (m.verb = '' AND m.dur <> '')
+), phases AS (
+    SELECT pid, n_before,
+           last(try_cast(m.dur AS DOUBLE) ORDER BY line) FILTER (m.verb = 'parse') AS parse_ms,
+           last(try_cast(m.dur AS DOUBLE) ORDER BY line) FILTER (m.verb = 'bind') AS bind_ms
+    FROM q WHERE m.verb IN ('parse', 'bind')
+    GROUP BY ALL
+)
+SELECT
+    q.ts_ns,
+    coalesce(try_cast(nullif(q.m.dur, '') AS DOUBLE),
+             CASE WHEN q.next_m.verb = '' THEN try_cast(q.next_m.dur AS DOUBLE) END)
+        AS duration_ms,
+    q.m.text AS statement,
+    coalesce(q.database, s.database) AS database,
+    coalesce(q.user_name, s.user_name) AS user_name,
+    coalesce(q.application, s.application) AS application,
+    q.session_id,
+    q.pid,
+    coalesce(q.client, s.client) AS client,
+    CASE WHEN starts_with(q.detail, 'parameters: ') THEN q.detail[13:] END AS parameters,
+    q.query_id,
+    CASE WHEN q.m.verb = 'execute' AND q.m.dur <> '' THEN map_from_entries(list_filter(
+        [('parse', p.parse_ms), ('bind', p.bind_ms),
+         ('execute', try_cast(q.m.dur AS DOUBLE))],
+        lambda e: e[2] IS NOT NULL)) END AS phase_ms,
+    q.line
+FROM q
+LEFT JOIN phases AS p ON p.pid = q.pid AND p.n_before = q.n_before
+LEFT JOIN _sessions AS s ON s.session_id = q.session_id
+WHERE q.is_query AND q.line >= $lo AND q.line < $hi
+ORDER BY q.line
+"""
+
+_CONNECTIONS = r"""
+SELECT
+    c.ts_ns,
+    c.event,
+    c.session_id,
+    c.pid,
+    coalesce(nullif(regexp_extract(c.message, ' user=(\S+)', 1), ''), c.user_name, s.user_name)
+        AS user_name,
+    coalesce(nullif(regexp_extract(c.message, ' database=(\S+)', 1), ''), c.database,
+             s.database) AS database,
+    coalesce(nullif(regexp_extract(c.message, ' application_name=(.*?)(?: SSL| GSS|$)', 1), ''),
+             c.application, s.application) AS application,
+    coalesce(nullif(regexp_extract(c.message, 'host=(\S+)', 1), ''), c.client, s.client)
+        AS client,
+    CASE WHEN c.event = 'disconnection' THEN
+        (try_cast(regexp_extract(c.message, 'session time: (\d+):', 1) AS DOUBLE) * 3600
+         + try_cast(regexp_extract(c.message, 'session time: \d+:(\d+):', 1) AS DOUBLE) * 60
+         + try_cast(regexp_extract(c.message, 'session time: \d+:\d+:([0-9.]+)', 1) AS DOUBLE))
+        * 1000
+    END AS session_ms,
+    c.message AS detail,
+    c.line
+FROM _c AS c
+LEFT JOIN _sessions AS s ON s.session_id = c.session_id
+WHERE c.event IS NOT NULL AND c.line >= $lo AND c.line < $hi
+ORDER BY c.line
+"""
+
+_PLANS = """
+SELECT line, ts_ns, try_cast(m.dur AS DOUBLE) AS duration_ms, m.text AS plan
+FROM _c
+WHERE m.verb = 'plan' AND line >= $lo AND line < $hi
+ORDER BY line
+"""
+
+_INIT = """
+CREATE OR REPLACE TEMP TABLE _starts (pid INTEGER, line BIGINT, start_s BIGINT);
+CREATE OR REPLACE TEMP TABLE _sessions (
+    session_id VARCHAR, pid INTEGER, line BIGINT, user_name VARCHAR, database VARCHAR,
+    application VARCHAR, client VARCHAR
+);
+"""
+
+#: A text plan's query: from "Query Text: " to the first line of the plan tree.
+_TEXT_PLAN_QUERY = re.compile(
+    r"^Query Text: (.*?)\n(?=[^\n]*(?:\(cost=|\(actual |\(never executed\)|^\S))",
+    re.S | re.M,
+)
+
+
+class Classifier:
+    """Turns entries (``ENTRIES``) into ``queries``, ``connections``, ``plans`` and
+    ``plan_nodes`` rows, a chunk at a time.
+
+    Feed it entries in file order with :meth:`feed` and call :meth:`close` at the end. It keeps
+    the last ``overlap`` entries of a round to read the next one (a ``bind`` before an
+    ``execute``, a bare ``duration`` after a ``statement``), so memory is bounded by the chunk
+    size, and keeps per pid only its latest session.
+
+    >>> import pyarrow as pa
+    >>> c = Classifier(derive_sessions=True)
+    >>> entries = pa.table({"line": [1], "ts_ns": [0], "pid": [7], "severity": ["LOG"],
+    ...     "message": ["duration: 1.5 ms  statement: SELECT 1"]})
+    >>> [(r.table, r.batch.column("session_id")[0].as_py()) for r in c.feed(entries, final=True)]
+    [('queries', '0.7')]
+    """
+
+    def __init__(self, derive_sessions: bool, overlap: int = 20_000, threads: int | None = None):
+        self.derive_sessions = derive_sessions
+        self.overlap = overlap
+        self.con = duckdb.connect()
+        if threads:
+            self.con.execute(f"SET threads = {int(threads)}")
+        for macro in TS_MACROS:
+            self.con.execute(macro)
+        self.con.execute(_INIT)
+        self._buffer: pa.Table | None = None
+        self._lo = 0
+        self._plan_id = 0
+        self.statements = 0  # queries rows so far (a log without any is suspicious)
+
+    def feed(self, entries: pa.Table, final: bool = False) -> Iterator[Rows]:
+        """Rows for the entries that can be settled now (all of them when ``final``)."""
+        entries = conform(entries)
+        table = entries if self._buffer is None else pa.concat_tables([self._buffer, entries])
+        n = table.num_rows
+        if not final and n <= 2 * self.overlap:
+            self._buffer = table
+            return
+        if final:
+            hi = 1 << 62
+            self._buffer = None
+        else:
+            cut = n - self.overlap
+            hi = int(table.column("line")[cut].as_py())
+            self._buffer = table.slice(max(0, cut - self.overlap))
+        yield from self._round(table, self._lo, hi)
+        self._lo = hi
+
+    def close(self) -> Iterator[Rows]:
+        """Rows for whatever is still held back."""
+        if self._buffer is not None:
+            yield from self.feed(self._buffer.slice(0, 0), final=True)
+
+    def _round(self, table: pa.Table, lo: int, hi: int) -> Iterator[Rows]:
+        con = self.con
+        con.register("_t", table)
+        params = {"lo": lo, "hi": hi}
+        con.execute(_CLASSIFY)
+        if self.derive_sessions:
+            con.execute(_DERIVE_SESSIONS[0])
+            con.execute(_DERIVE_SESSIONS[1])
+            con.execute(_DERIVE_SESSIONS[2], {"hi": hi})
+        con.execute(_SESSIONS, {"hi": hi})
+        queries = con.sql(_QUERIES, params=params).to_arrow_table()
+        connections = con.sql(_CONNECTIONS, params=params).to_arrow_table()
+        plans = con.sql(_PLANS, params=params).to_arrow_table()
+        con.unregister("_t")
+        if queries.num_rows:
+            self.statements += queries.num_rows
+            yield Rows("queries", queries)
+        if connections.num_rows:
+            yield Rows("connections", connections)
+        if plans.num_rows:
+            yield from self._plans(plans)
+
+    def _plans(self, plans: pa.Table) -> Iterator[Rows]:
+        from latkit.ingest.pg_explain import flatten
+
+        statements: list[str | None] = []
+        texts: list[str] = []
+        ids: list[int] = []
+        parsed_ids: list[int] = []
+        parsed: list[dict[str, Any]] = []
+        for text in plans.column("plan").to_pylist():
+            plan_id = self._plan_id
+            self._plan_id += 1
+            ids.append(plan_id)
+            body = (text or "").strip()
+            doc: Any = None
+            if body.startswith("{"):
+                try:
+                    doc = json.loads(body)
+                except ValueError:
+                    doc = None
+            if isinstance(doc, dict):
+                statements.append(doc.get("Query Text"))
+                texts.append(body)
+                parsed_ids.append(plan_id)
+                parsed.append(doc)
+            else:
+                m = _TEXT_PLAN_QUERY.match(body)
+                statements.append(m.group(1) if m else None)
+                texts.append(json.dumps(body))
+        yield Rows(
+            "plans",
+            pa.table(
+                {
+                    "plan_id": pa.array(ids, pa.int64()),
+                    "statement": pa.array(statements, pa.string()),
+                    "ts_ns": plans.column("ts_ns"),
+                    "duration_ms": plans.column("duration_ms"),
+                    "plan": pa.array(texts, pa.string()),
+                }
+            ),
+        )
+        if parsed:
+            nodes = flatten(parsed_ids, parsed)
+            if nodes.num_rows:
+                # Nodes are part of their plan's record, not records read on their own.
+                yield Rows("plan_nodes", nodes, read=0)
+
+
+def conform(entries: pa.Table) -> pa.Table:
+    """Entries in exactly the ``ENTRIES`` shape: missing columns as NULL, types cast."""
+    columns = []
+    for field in ENTRIES:
+        if field.name in entries.column_names:
+            col = entries.column(field.name)
+            columns.append(col if col.type == field.type else col.cast(field.type))
+        else:
+            columns.append(pa.nulls(entries.num_rows, field.type))
+    return pa.Table.from_arrays(columns, schema=ENTRIES)
+
+
+def line_chunks(source: Source, chunk_bytes: int) -> Iterator[pa.Table]:
+    """The file's lines in chunks that end at an entry boundary.
+
+    Columns: ``line`` (1-based), ``text`` (with its newline), ``cont`` (starts with a tab:
+    part of the entry above) and ``grp`` (the number of the entry it belongs to, counted
+    from 1 through the file; 0 before the first entry).
+    """
+    line_base = 0
+    grp_base = 0
+    carry = b""
+    with source.open() as f:
+        while True:
+            data = f.read(chunk_bytes)
+            eof = not data
+            buf = carry + data
+            if not buf:
+                return
+            arr = np.frombuffer(buf, dtype=np.uint8)
+            ends = np.flatnonzero(arr == 10) + 1  # one past each newline
+            if eof and (len(ends) == 0 or ends[-1] != len(buf)):
+                ends = np.append(ends, len(buf))
+            starts = np.concatenate(([0], ends[:-1])).astype(np.int64)
+            if len(ends) == 0:
+                carry = buf
+                continue
+            firsts = arr[np.minimum(starts, len(buf) - 1)]
+            cont = firsts == 9
+            if not eof:
+                # Keep the last two entries for the next chunk: the last may go on, and the
+                # one before may have its DETAIL in the last.
+                heads = np.flatnonzero(~cont)
+                if len(heads) < 3:
+                    carry = buf
+                    continue
+                keep = int(heads[-2])
+                carry = buf[int(starts[keep]):]
+                ends, starts, cont = ends[:keep], starts[:keep], cont[:keep]
+            n = len(ends)
+            size = int(ends[-1])
+            grp = grp_base + np.cumsum(~cont)
+            offsets = np.concatenate((starts, [size]))
+            text = _strings(buf[:size], offsets)
+            yield pa.table(
+                {
+                    "line": pa.array(np.arange(line_base + 1, line_base + n + 1, dtype=np.int64)),
+                    "grp": pa.array(grp.astype(np.int64)),
+                    "cont": pa.array(cont),
+                    "text": text,
+                }
+            )
+            line_base += n
+            grp_base = int(grp[-1])
+            if eof:
+                return
+
+
+def _strings(data: bytes, offsets: np.ndarray) -> pa.Array:
+    """A string array over ``data`` cut at ``offsets``, without copying when it is UTF-8."""
+    if len(data) < (1 << 31) - 1:
+        arr = pa.StringArray.from_buffers(
+            len(offsets) - 1, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)
+        )
+    else:
+        arr = pa.LargeStringArray.from_buffers(
+            len(offsets) - 1, pa.py_buffer(offsets.astype(np.int64)), pa.py_buffer(data)
+        )
+    try:
+        arr.validate(full=True)
+        return arr
+    except pa.ArrowInvalid:
+        # Not UTF-8 (a server_encoding of LATIN1, a binary parameter): decode line by line.
+        lines = [data[a:b].decode("utf-8", "replace")
+                 for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+        return pa.array(lines, pa.string())
