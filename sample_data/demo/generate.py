@@ -42,7 +42,7 @@ OUT = os.path.join(RUN, "out")
 SEED = 20240521
 N_REQUESTS = 3000
 BURST_START, BURST_LEN, BURST_THREADS = 1400, 400, 16
-CACHE_TTL_S = 3
+CACHE_TTL_S = 10
 AUTO_EXPLAIN_MS = 5
 
 sys.path.insert(0, HERE)
@@ -404,17 +404,84 @@ def main() -> None:
         with open(os.path.join(SAMPLE, "truth.json"), "w") as fh:
             json.dump(truth, fh, indent=1, sort_keys=False)
             fh.write("\n")
+        update_readme(truth)
         log(f"done in {time.time() - t_start:.0f}s")
     finally:
         for proc in procs.values():
             proc.kill()
         if redis_proc is not None:
             redis_proc.kill()
-        try:
-            pg.stop()
-        except Exception:
-            pass
+        if os.path.exists(os.path.join(pg.data, "postmaster.pid")):
+            try:
+                pg.stop()
+            except Exception:
+                pass
         pg.cleanup()
+
+
+def _count_records(path: str) -> str:
+    """A description of the records in one output file (for the README's file table)."""
+    import csv
+    import struct
+    opener = gzip.open if path.endswith(".gz") else open
+    if path.endswith(".otlp.pb"):
+        data, pos, msgs = open(path, "rb").read(), 0, 0
+        while pos < len(data):
+            pos += 4 + struct.unpack_from(">I", data, pos)[0]
+            msgs += 1
+        return f"{msgs} length-prefixed ExportTraceServiceRequest messages"
+    if ".otlp.jsonl" in path:
+        n = sum(1 for _ in opener(path, "rb"))
+        return f"{n} lines (one ExportTraceServiceRequest each)"
+    if path.endswith(".csv.gz") or path.endswith(".csv"):
+        with opener(path, "rt", newline="") as fh:
+            n = sum(1 for _ in csv.reader(fh))
+        return f"{n - (0 if 'postgresql' in path else 1)} CSV records"
+    n = sum(1 for _ in opener(path, "rb"))
+    return f"{n} lines"
+
+
+def update_readme(truth: dict) -> None:
+    """Fill the generated part of sample_data/README.md (file sizes and counts of this run)."""
+    readme = os.path.join(SAMPLE, "README.md")
+    if not os.path.exists(readme):
+        return
+    spans = truth["spans"]
+    rows = ["| file | bytes | contents |", "|---|---:|---|"]
+    for root in ("traces", "postgres", "variants"):
+        for dirpath, _, files in sorted(os.walk(os.path.join(SAMPLE, root))):
+            for name in sorted(files):
+                path = os.path.join(dirpath, name)
+                rel = os.path.relpath(path, SAMPLE)
+                if "/explain/" in rel:
+                    continue
+                what = _count_records(path)
+                svc = name.split(".")[0]
+                if root in ("traces", "variants") and svc in spans["spans_per_service"]:
+                    what += f"; {spans['spans_per_service'][svc]} spans"
+                rows.append(f"| `{rel}` | {os.path.getsize(path):,} | {what} |")
+    n_explain = len(glob.glob(os.path.join(SAMPLE, "postgres", "explain", "*.json")))
+    rows.append(f"| `postgres/explain/*.json` + `*.sql` | "
+                f"{sum(os.path.getsize(p) for p in glob.glob(os.path.join(SAMPLE, 'postgres', 'explain', '*'))):,} | "
+                f"{n_explain} plans and the statements explained |")
+    rows.append(f"| `truth.json` | {os.path.getsize(os.path.join(SAMPLE, 'truth.json')):,} | ground truth |")
+    run = truth["run"]
+    lines = [
+        f"Generated run: seed {run['seed']}, {run['requests']} requests in {run['load_seconds']} s, "
+        f"{spans['total_spans']} spans in {spans['traces']} traces "
+        f"(shop {spans['spans_per_service']['shop']}, inventory {spans['spans_per_service']['inventory']}), "
+        f"{truth['statements_total']} SQL statements executed by the services, "
+        f"{run['postgres_version'].split(' on ')[0]}, Redis {run['redis_version']}.",
+        "",
+    ] + rows
+    text = open(readme).read()
+    begin, end = "<!-- generated:begin -->", "<!-- generated:end -->"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1]
+        text = head + begin + "\n" + "\n".join(lines) + "\n" + end + tail
+        with open(readme, "w") as fh:
+            fh.write(text)
 
 
 def build_truth(results, stats, redis_info, explains, load_s, log_lines) -> dict:
@@ -558,6 +625,9 @@ def build_truth(results, stats, redis_info, explains, load_s, log_lines) -> dict
             "connections_opened_per_request": 1,
             "connections_opened_by_route": shop["counts"].get("connections_opened_by_reports", 0),
             "connect_ms": pct(connect_ms),
+            "server_connections_expected": (shop["counts"].get("connections_opened_by_reports", 0)
+                                            + shop["counts"].get("pool_connections_num", 0)
+                                            + inv["counts"].get("pool_connections_num", 0)),
             "pooled": {"shop": {"min_size": 4, "max_size": 10,
                                 "connections_opened": shop["counts"].get("pool_connections_num")},
                        "inventory": {"min_size": 2, "max_size": 8,

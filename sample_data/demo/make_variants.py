@@ -48,7 +48,8 @@ def no_cache_hit() -> dict:
             continue
         service = name[: -len(".otlp.pb")]
         with open(os.path.join(dst, name), "wb") as pb, \
-                gzip.GzipFile(os.path.join(dst, f"{service}.otlp.jsonl.gz"), "wb", mtime=0) as jl:
+                open(os.path.join(dst, f"{service}.otlp.jsonl.gz"), "wb") as raw, \
+                gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as jl:
             for msg in read_framed(os.path.join(src, name)):
                 for rs in msg.resource_spans:
                     for ss in rs.scope_spans:

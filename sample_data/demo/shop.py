@@ -192,7 +192,7 @@ def catalog_export():
     products = []
     for pid, sku, name, price, description in rows:
         digest = description.encode()
-        for _ in range(60):  # a content hash chain: stands in for pricing/formatting logic
+        for _ in range(30):  # a content hash chain: stands in for pricing/formatting logic
             digest = hashlib.sha256(digest).digest()
         products.append({
             "id": pid, "sku": sku, "name": name, "price": {"cents": price, "currency": "EUR",
