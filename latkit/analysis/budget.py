@@ -34,12 +34,38 @@ import pyarrow as pa
 from latkit.analysis import tree
 from latkit.workbook import Workbook
 
-#: Server spans are the requests; a status of error or an HTTP 5xx is an error.
+#: Server spans are the requests; a status of error or an HTTP 5xx is an error. ``weight`` is
+#: how many requests each one stands for when traces were sampled: from the W3C tracestate
+#: ``ot=th:`` threshold (OpenTelemetry probability sampling: p = 1 - th / 2^56), or a
+#: ``SampleRate`` / ``sampling.rate`` attribute (Honeycomb's convention), else 1.
 _REQUESTS = """
     SELECT *,
-           status = 'error' OR coalesce(http_status_code >= 500, false) AS is_error
+           status = 'error' OR coalesce(http_status_code >= 500, false) AS is_error,
+           coalesce(
+               2.0 ^ 56 / nullif(2.0 ^ 56 - ('0x' || rpad(nullif(regexp_extract(
+                   trace_state, '(^|,)ot=([^,]*;)?th:([0-9a-f]{1,14})', 3), ''), 14, '0')
+               )::UBIGINT, 0),
+               try_cast(coalesce(attr(attributes, 'SampleRate'),
+                                 attr(attributes, 'sampling.rate')) AS DOUBLE),
+               1.0
+           ) AS weight
     FROM spans
     WHERE kind = 'server'
+"""
+
+_PERCENTILES = """
+    quantile_cont(duration_ms, 0.50) AS p50_ms,
+    quantile_cont(duration_ms, 0.95) AS p95_ms,
+    quantile_cont(duration_ms, 0.99) AS p99_ms,
+"""
+
+#: With unequal weights: the weighted inverse of the empirical distribution (the smallest
+#: latency whose cumulative weight reaches q), since linear interpolation between ranks has
+#: no single weighted form.
+_WEIGHTED_PERCENTILES = """
+    min(duration_ms) FILTER (cum_weight >= 0.50 * total_weight) AS p50_ms,
+    min(duration_ms) FILTER (cum_weight >= 0.95 * total_weight) AS p95_ms,
+    min(duration_ms) FILTER (cum_weight >= 0.99 * total_weight) AS p99_ms,
 """
 
 
@@ -47,14 +73,33 @@ def by_route(wb: Workbook, target_ms: float = 100.0, every: str | None = None) -
     """Latency percentiles per route, and the share of requests over ``target_ms``.
 
     Columns: ``service, route, requests, errors, p50_ms, p95_ms, p99_ms, max_ms,
-    over_target_share`` (plus ``bucket``, a timestamp, when ``every`` is given, e.g. ``"1m"``),
-    sorted by p99, slowest first. Percentiles interpolate linearly between ranks.
+    over_target_share, est_requests, weighted`` (plus ``bucket``, a timestamp, when
+    ``every`` is given, e.g. ``"1m"``), sorted by p99, slowest first. Percentiles interpolate
+    linearly between ranks. Where the data says traces were sampled (tracestate ``th``, a
+    ``SampleRate`` attribute), each request counts with its weight: ``est_requests`` is the
+    estimated number of real requests, ``weighted`` says that percentiles and shares were
+    weighted.
 
     >>> budget.by_route(wb, target_ms=100).filter(pl.col("p99_ms") > 100)
     """
     bucket = ""
+    partition = "service, route"
     if every is not None:
-        bucket = "time_bucket(CAST($every AS INTERVAL), make_timestamp(start_ns // 1000)) AS bucket,"
+        bucket = "time_bucket(CAST($every AS INTERVAL), make_timestamp(start_ns // 1000))"
+        partition += f", {bucket}"
+        bucket += " AS bucket,"
+    weighted = bool(
+        wb.sql(f"SELECT coalesce(bool_or(weight <> 1), false) AS w FROM ({_REQUESTS})")["w"][0]
+    )
+    source = f"({_REQUESTS})"
+    if weighted:
+        source = f"""(
+            SELECT *,
+                   sum(weight) OVER (PARTITION BY {partition} ORDER BY duration_ms
+                                     ROWS UNBOUNDED PRECEDING) AS cum_weight,
+                   sum(weight) OVER (PARTITION BY {partition}) AS total_weight
+            FROM {source}
+        )"""
     query = f"""
         SELECT
             service,
@@ -62,12 +107,13 @@ def by_route(wb: Workbook, target_ms: float = 100.0, every: str | None = None) -
             {bucket}
             count(*) AS requests,
             count(*) FILTER (is_error) AS errors,
-            quantile_cont(duration_ms, 0.50) AS p50_ms,
-            quantile_cont(duration_ms, 0.95) AS p95_ms,
-            quantile_cont(duration_ms, 0.99) AS p99_ms,
+            {_WEIGHTED_PERCENTILES if weighted else _PERCENTILES}
             max(duration_ms) AS max_ms,
-            avg(CAST(duration_ms > $target_ms AS DOUBLE)) AS over_target_share
-        FROM ({_REQUESTS})
+            sum(weight * CAST(duration_ms > $target_ms AS DOUBLE)) / sum(weight)
+                AS over_target_share,
+            sum(weight) AS est_requests,
+            {weighted} AS weighted
+        FROM {source}
         GROUP BY ALL
         ORDER BY {"bucket, " if every else ""}p99_ms DESC, service, route
     """
@@ -290,4 +336,148 @@ def trace_spans(wb: Workbook, trace_id: str) -> pl.DataFrame:
             pl.col("service"),
             pl.col("name"),
         ).alias("label")
+    )
+
+
+def diff(
+    before: Workbook,
+    after: Workbook | None = None,
+    *,
+    split_at_ns: int | None = None,
+    target_ms: float = 100.0,
+    quantile: float = 0.95,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> pl.DataFrame:
+    """Did a change make each route faster? Two workbooks (or one split in time) side by side.
+
+    Give two workbooks, or one workbook and ``split_at_ns`` (requests starting before it are
+    *before*). Columns: ``service, route, requests_before, requests_after``, then
+    ``p50/p95/p99_ms`` and ``over_target_share`` and each budget category's mean ``*_ms``
+    with a ``_before`` and ``_after`` suffix, then ``change_ms`` (after minus before at
+    ``quantile``), ``ci_low_ms, ci_high_ms`` (a bootstrap 95 % interval of that change,
+    ``resamples`` draws, fixed ``seed``) and ``verdict``: ``faster`` or ``slower`` when the
+    interval excludes zero, ``within noise`` when it does not, ``only before``/``only after``
+    for routes seen on one side.
+
+    >>> budget.diff(latkit.open("before.duckdb"), latkit.open("after.duckdb"))
+    """
+    if (after is None) == (split_at_ns is None):
+        raise ValueError("give either a second workbook or split_at_ns, not both")
+    sides = {}
+    for side, wb in (("before", before), ("after", after or before)):
+        frame = per_request(wb)
+        if split_at_ns is not None:
+            starts = wb.sql("SELECT span_id, trace_id, start_ns FROM spans WHERE kind = 'server'")
+            frame = frame.join(starts, on=["trace_id", "span_id"])
+            keep = pl.col("start_ns") < split_at_ns
+            frame = frame.filter(keep if side == "before" else ~keep).drop("start_ns")
+        sides[side] = frame
+    rng = np.random.default_rng(seed)
+    rows = []
+    keys = sorted(
+        set(sides["before"].select("service", "route").unique().iter_rows())
+        | set(sides["after"].select("service", "route").unique().iter_rows()),
+        key=lambda k: (k[0] or "", k[1] or ""),
+    )
+    for service, route in keys:
+        row: dict[str, Any] = {"service": service, "route": route}
+        durations = {}
+        for side, frame in sides.items():
+            part = frame.filter((pl.col("service") == service) & (pl.col("route") == route))
+            values = part["duration_ms"].to_numpy()
+            durations[side] = values
+            row[f"requests_{side}"] = len(values)
+            for q in (50, 95, 99):
+                row[f"p{q}_ms_{side}"] = float(np.percentile(values, q)) if len(values) else None
+            row[f"over_target_share_{side}"] = (
+                float((values > target_ms).mean()) if len(values) else None
+            )
+            for name in tree.BUDGET:
+                row[f"{name}_ms_{side}"] = float(part[f"{name}_ms"].mean()) if len(values) else None
+        row.update(_bootstrap(durations["before"], durations["after"], quantile, resamples, rng))
+        rows.append(row)
+    return pl.DataFrame(rows)
+
+
+def _bootstrap(
+    before: np.ndarray, after: np.ndarray, quantile: float, resamples: int,
+    rng: np.random.Generator,
+) -> dict[str, Any]:
+    if len(before) == 0 or len(after) == 0:
+        verdict = "only after" if len(before) == 0 else "only before"
+        return {"change_ms": None, "ci_low_ms": None, "ci_high_ms": None, "verdict": verdict}
+    q = 100 * quantile
+    change = float(np.percentile(after, q) - np.percentile(before, q))
+    draws = np.empty(resamples)
+    # Resample in blocks so memory stays bounded on routes with many requests.
+    block = max(1, 2_000_000 // max(len(before), len(after)))
+    for start in range(0, resamples, block):
+        n = min(block, resamples - start)
+        b = before[rng.integers(0, len(before), (n, len(before)))]
+        a = after[rng.integers(0, len(after), (n, len(after)))]
+        draws[start : start + n] = np.percentile(a, q, axis=1) - np.percentile(b, q, axis=1)
+    low, high = np.percentile(draws, [2.5, 97.5])
+    verdict = "faster" if high < 0 else "slower" if low > 0 else "within noise"
+    return {"change_ms": change, "ci_low_ms": float(low), "ci_high_ms": float(high),
+            "verdict": verdict}
+
+
+def compare(
+    wb: Workbook, route: str, slow_quantile: float = 0.95, service: str | None = None,
+    max_values: int = 50,
+) -> pl.DataFrame:
+    """What sets a route's slow requests apart (BubbleUp-style)?
+
+    Requests at or above ``slow_quantile`` of the route's latency are *slow*, the rest the
+    *baseline*. For every attribute value of the request span, every span (service and
+    name) and every query template in its trace, the share of slow requests that have it
+    against the share of baseline requests that have it. Attributes with more than
+    ``max_values`` distinct values (ids, timestamps) are left out: they describe single
+    requests, not groups. Columns: ``dimension, value, slow_share, baseline_share,
+    difference``, most over-represented first.
+
+    >>> budget.compare(wb, "/products/<int:product_id>").head(5)
+    """
+    return wb.sql(
+        """
+        WITH req AS (
+            SELECT trace_id, span_id, duration_ms, attributes FROM spans
+            WHERE kind = 'server' AND route = $route
+              AND ($service IS NULL OR service = $service)
+        ),
+        labeled AS (
+            SELECT *, duration_ms >= (SELECT quantile_cont(duration_ms, $q) FROM req) AS slow
+            FROM req
+        ),
+        features AS (
+            SELECT span_id, slow, a.key AS dimension, a.value AS value
+            FROM (SELECT span_id, slow, unnest(attributes) AS a FROM labeled)
+            UNION
+            SELECT l.span_id, l.slow, 'span' AS dimension, s.service || ': ' || s.name
+            FROM labeled AS l JOIN spans AS s USING (trace_id)
+            WHERE s.span_id <> l.span_id
+            UNION
+            SELECT l.span_id, l.slow, 'query' AS dimension, s.query_template
+            FROM labeled AS l JOIN spans AS s USING (trace_id)
+            WHERE s.query_template IS NOT NULL
+        ),
+        usable AS (
+            SELECT dimension FROM features GROUP BY dimension
+            HAVING count(DISTINCT value) <= $max_values
+        ),
+        totals AS (
+            SELECT count(*) FILTER (slow) AS slow_n, count(*) FILTER (NOT slow) AS base_n
+            FROM labeled
+        )
+        SELECT dimension, value,
+               count(DISTINCT span_id) FILTER (slow) / any_value(slow_n) AS slow_share,
+               coalesce(count(DISTINCT span_id) FILTER (NOT slow) / nullif(any_value(base_n), 0),
+                        0) AS baseline_share,
+               slow_share - baseline_share AS difference
+        FROM features JOIN usable USING (dimension), totals
+        GROUP BY dimension, value
+        ORDER BY difference DESC, dimension, value
+        """,
+        {"route": route, "service": service, "q": slow_quantile, "max_values": max_values},
     )

@@ -158,3 +158,79 @@ def test_critical_path_summary_looks_only_at_the_slow_requests() -> None:
     assert (top["category"], top["name"], top["traces"]) == ("db", "SELECT", 2)
     assert top["total_ms"] == pytest.approx(2 * 180)
     assert summary["share"].sum() == pytest.approx(1.0)
+
+
+def test_sampled_requests_are_weighted_by_their_tracestate_threshold() -> None:
+    # Fast requests kept at 1 in 4 (th:c, p = 0.25), slow ones all kept (th:0).
+    spans = []
+    for i in range(10):
+        fast = server(f"f{i}", "/a", 0, 10)
+        fast["trace_state"] = "ot=th:c"
+        spans.append(fast)
+    for i in range(10):
+        slow = server(f"s{i}", "/a", 0, 200)
+        slow["trace_state"] = "ot=th:0"
+        spans.append(slow)
+    row = _only(budget.by_route(workbook(*spans)), route="/a")
+    assert row["weighted"] is True
+    assert row["requests"] == 20
+    assert row["est_requests"] == pytest.approx(50)
+    assert row["over_target_share"] == pytest.approx(10 / 50)
+    assert row["p50_ms"] == pytest.approx(10)  # 40 of 50 estimated requests were fast
+
+
+def test_unsampled_data_is_not_weighted() -> None:
+    row = _only(budget.by_route(workbook(server("1", "/a", 0, 10))))
+    assert row["weighted"] is False
+    assert row["est_requests"] == 1
+
+
+def _requests(n: int, route: str, ms: float, offset_ms: float = 0, tag: str = "") -> list:
+    spans = []
+    for i in range(n):
+        root = server(f"{tag}{route}{i}", route, offset_ms, offset_ms + ms + (i % 5))
+        spans += [root, db(root, offset_ms + 1, offset_ms + ms / 2)]
+    return spans
+
+
+def test_diff_calls_a_real_speedup_faster_and_noise_noise() -> None:
+    before = workbook(*_requests(60, "/a", 100), *_requests(60, "/b", 50))
+    after = workbook(*_requests(60, "/a", 40, tag="x"), *_requests(60, "/b", 50, tag="x"),
+                     *_requests(5, "/new", 10))
+    frame = budget.diff(before, after)
+    a = _only(frame, route="/a")
+    assert a["verdict"] == "faster"
+    assert a["change_ms"] == pytest.approx(-60)
+    assert a["ci_low_ms"] <= -60 <= a["ci_high_ms"]
+    assert a["db_ms_before"] > a["db_ms_after"]
+    assert _only(frame, route="/b")["verdict"] == "within noise"
+    assert _only(frame, route="/new")["verdict"] == "only after"
+
+
+def test_diff_splits_one_workbook_in_time() -> None:
+    wb = workbook(*_requests(40, "/a", 100), *_requests(40, "/a", 30, offset_ms=60_000, tag="y"))
+    from tests.spantree import ORIGIN_NS
+
+    row = _only(budget.diff(wb, split_at_ns=ORIGIN_NS + 30_000_000_000))
+    assert (row["requests_before"], row["requests_after"]) == (40, 40)
+    assert row["verdict"] == "faster"
+
+
+def test_compare_finds_what_the_slow_requests_share() -> None:
+    spans = []
+    for i in range(40):
+        slow = i % 10 == 0  # 4 of 40
+        root = server(str(i), "/a", 0, 300 if slow else 20, user_tier="free" if slow else "paid",
+                      request_id=f"r{i}")
+        spans.append(root)
+        if slow:
+            spans.append(db(root, 5, 290, sql="SELECT * FROM audit_log WHERE day = 3"))
+    frame = budget.compare(workbook(*spans), "/a", slow_quantile=0.9, max_values=10)
+    top = frame.filter(frame["difference"] == 1.0).select("dimension", "value").rows()
+    assert sorted(top) == [
+        ("query", "SELECT * FROM audit_log WHERE day = ?"),
+        ("span", "shop: SELECT"),
+        ("user.tier", "free"),
+    ]
+    assert _only(frame, value="free")["slow_share"] == 1.0
+    assert "request.id" not in frame["dimension"].to_list()  # one value per request
