@@ -15,7 +15,8 @@
    BUFFERS, FORMAT JSON) the workload's queries, and measure the Seq Scan query before and
    after its fixing index (created inside a transaction that is rolled back).
 6. Copy the outputs into sample_data/ (logs gzipped), build the variants
-   (make_variants.py) and write sample_data/truth.json from the demo's own counters.
+   (make_variants.py), write sample_data/truth.json from the demo's own counters, fill the
+   generated table of sample_data/README.md, and run check.py (files agree with truth.json).
 """
 from __future__ import annotations
 
@@ -405,6 +406,7 @@ def main() -> None:
             json.dump(truth, fh, indent=1, sort_keys=False)
             fh.write("\n")
         update_readme(truth)
+        subprocess.run([sys.executable, os.path.join(HERE, "check.py")], check=True)
         log(f"done in {time.time() - t_start:.0f}s")
     finally:
         for proc in procs.values():
