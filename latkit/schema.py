@@ -176,6 +176,7 @@ TABLES: dict[str, str] = {
             actual_total_ms         DOUBLE,
             plan_rows               DOUBLE,
             total_cost              DOUBLE,
+            source                  VARCHAR,
             load_id                 INTEGER
         )
     """,
