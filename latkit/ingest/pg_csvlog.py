@@ -27,12 +27,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 
 from latkit.ingest import LoadError, Reject, Rows, Source, excerpt
-from latkit.ingest.pg_messages import TS_MACROS, Classifier
+from latkit.ingest.pg_messages import Classifier, connect
 
 __all__ = ["COLUMNS", "FORMAT", "read", "sniff"]
 
@@ -113,11 +112,7 @@ def read(
         )
     names = COLUMNS[count]
     with _readable(source) as (path, compression):
-        con = duckdb.connect()
-        if threads:
-            con.execute(f"SET threads = {int(threads)}")
-        for macro in TS_MACROS:
-            con.execute(macro)
+        con = connect(threads)
         newlines = " + ".join(
             f"coalesce(length({c}) - length(replace({c}, E'\\n', '')), 0)" for c in _MULTILINE
             if c in names

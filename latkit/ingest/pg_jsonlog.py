@@ -17,10 +17,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-import duckdb
-
 from latkit.ingest import Reject, Rows, Source, excerpt
-from latkit.ingest.pg_messages import TS_MACROS, Classifier, line_chunks
+from latkit.ingest.pg_messages import Classifier, connect, line_chunks
 
 __all__ = ["FORMAT", "read", "sniff"]
 
@@ -63,7 +61,6 @@ SELECT
     CASE WHEN r.message IS NULL AND text <> '' THEN text END AS unmatched
 FROM j
 WHERE text <> ''
-ORDER BY line
 """
 
 
@@ -76,11 +73,7 @@ def read(
     source: Source, threads: int | None = None, chunk_bytes: int = CHUNK_BYTES, **_: object
 ) -> Iterator[Rows | Reject]:
     """Queries, connections and auto_explain plans of a jsonlog (see the module doc)."""
-    con = duckdb.connect()
-    if threads:
-        con.execute(f"SET threads = {int(threads)}")
-    for macro in TS_MACROS:
-        con.execute(macro)
+    con = connect(threads)
     classifier = Classifier(derive_sessions=False, threads=threads)
     for lines in line_chunks(source, chunk_bytes):
         con.register("_lines", lines)

@@ -30,7 +30,7 @@ get them from their session's connection entries.
 
 >>> from latkit.ingest.pg_messages import prefix_regex
 >>> prefix_regex("%m [%p] ").names
-('ts', 'pid')
+('head', 'ts', 'pid', 'severity')
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ __all__ = [
     "SEVERITIES",
     "Classifier",
     "Prefix",
+    "connect",
     "detect_prefix",
     "line_chunks",
     "prefix_regex",
@@ -135,8 +136,9 @@ _ESCAPES: dict[str, tuple[str, str | None]] = {
 class Prefix:
     """A ``log_line_prefix`` as a regular expression matching a whole first line of an entry.
 
-    ``pattern`` captures the prefix's fields (``names``), then ``severity`` and ``message``.
-    It is RE2 and Python ``re`` compatible, so DuckDB and Python agree on what matches.
+    ``pattern`` captures ``names``: ``head`` (the whole prefix and severity marker: the
+    message is what follows), the prefix's fields, then ``severity``. It is RE2 and Python
+    ``re`` compatible, so DuckDB and Python agree on what matches.
     """
 
     text: str
@@ -190,8 +192,9 @@ def prefix_regex(prefix: str) -> Prefix:
             parts.append(re.escape("%" + esc))
     if optional:
         parts.append(")?")
-    pattern = "^" + "".join(parts) + SEVERITY_RE + "(.*)"
-    return Prefix(prefix, pattern, (*names, "severity", "message"))
+    # No capture of the message: RE2 then stops at the severity instead of scanning the line.
+    pattern = "^(" + "".join(parts) + SEVERITY_RE + ")"
+    return Prefix(prefix, pattern, ("head", *names, "severity"))
 
 
 def detect_prefix(lines: Sequence[str]) -> Prefix | None:
@@ -206,13 +209,6 @@ def detect_prefix(lines: Sequence[str]) -> Prefix | None:
     return best[2] if best else None
 
 
-#: message -> (duration, verb, statement name, text). ``(?s)``: texts span lines.
-_MESSAGE_RE = (
-    r"(?s)^(?:duration: ([0-9.]+) ms(?:  |$))?"
-    r"(?:(statement|parse|bind|execute|plan)(?: (?:fetch from )?([^:\n]*))?:[ \n]?(.*))?$"
-)
-
-#: Entry timestamp text ("2024-01-02 03:04:05.678 UTC", offsets, zone names) -> ns, UTC.
 TS_MACROS = (
     r"""
     CREATE OR REPLACE TEMP MACRO pg_ts_local(local, tz) AS CASE
@@ -226,38 +222,78 @@ TS_MACROS = (
     END
     """,
     r"""
-    CREATE OR REPLACE TEMP MACRO pg_ts_ns(t) AS pg_ts_local(
-        try_cast(regexp_extract(t, '^(\S+ \S+)', 1) AS TIMESTAMP),
-        regexp_extract(t, '^\S+ \S+ (\S+)$', 1)
-    )
+    CREATE OR REPLACE TEMP MACRO pg_ts_ns(t) AS CASE
+        WHEN suffix(t, ' UTC') THEN epoch_ns(try_cast(t[1:-5] AS TIMESTAMP))
+        ELSE pg_ts_local(
+            try_cast(regexp_extract(t, '^(\S+ \S+)', 1) AS TIMESTAMP),
+            regexp_extract(t, '^\S+ \S+ (\S+)$', 1))
+    END
     """,
 )
 
 # One row per entry, with the message taken apart; `_t` holds this round's entries.
-_CLASSIFY = f"""
+# Plain string functions, not one regular expression: several times faster on long texts.
+#   duration: 1.2 ms  statement: SELECT ...      | statement: SELECT ...
+#   duration: 1.2 ms  execute <unnamed>: SELECT  | execute S_1/C_2: SELECT ...
+#   duration: 1.2 ms  parse S_1: ... / bind ...  | duration: 1.2 ms  (bare)
+#   duration: 1.2 ms  plan:\n{...}
+_CLASSIFY = """
 CREATE OR REPLACE TEMP TABLE _c AS
+WITH d AS (
+    SELECT
+        *,
+        starts_with(message, 'duration: ') AS has_dur,
+        CASE WHEN starts_with(message, 'duration: ') THEN strpos(message, ' ms') END AS ms_at
+    FROM _t
+    WHERE severity = 'LOG'
+), r AS (
+    SELECT
+        *,
+        CASE WHEN has_dur THEN try_cast(message[11:ms_at - 1] AS DOUBLE) END AS dur,
+        CASE WHEN has_dur THEN message[ms_at + 5:] ELSE message END AS rest
+    FROM d
+), v AS (
+    SELECT
+        *,
+        CASE
+            WHEN starts_with(rest, 'statement: ') THEN 'statement'
+            WHEN starts_with(rest, 'execute ') THEN 'execute'
+            WHEN has_dur AND starts_with(rest, 'parse ') THEN 'parse'
+            WHEN has_dur AND starts_with(rest, 'bind ') THEN 'bind'
+            WHEN has_dur AND starts_with(rest, 'plan:') THEN 'plan'
+            WHEN has_dur AND rest = '' THEN 'duration'
+        END AS verb
+    FROM r
+)
 SELECT
-    line, ts_ns, pid, session_id, user_name, database, application, client, detail,
-    nullif(query_id, 0) AS query_id, message,
-    regexp_extract(message, '{_MESSAGE_RE}', ['dur', 'verb', 'name', 'text']) AS m,
+    v.line, ts_ns, pid, coalesce(session_id, _sid.sid) AS session_id,
+    user_name, database, application, client, detail,
+    nullif(query_id, 0) AS query_id, message, dur, verb,
+    CASE verb
+        WHEN 'statement' THEN rest[12:]
+        WHEN 'plan' THEN ltrim(rest[6:], E'\n')
+        WHEN 'duration' THEN NULL
+        ELSE rest[strpos(rest, ': ') + 2:]
+    END AS text,
     CASE
         WHEN starts_with(message, 'connection received: ') THEN 'received'
         WHEN starts_with(message, 'connection authorized: ') THEN 'authorized'
         WHEN starts_with(message, 'connection authenticated: ') THEN 'authenticated'
         WHEN starts_with(message, 'disconnection: ') THEN 'disconnection'
     END AS event
-FROM _t
-WHERE severity = 'LOG'
+FROM v LEFT JOIN _sid ON _sid.line = v.line
 """
 
 # Session starts per pid, for deriving session ids: the carried state (`_starts`), this
 # round's `connection received` entries, and a pid's first entry where nothing earlier is known.
+# The as-of join runs on (line, pid) alone: carrying the messages through it costs seconds.
 _DERIVE_SESSIONS = (
     """
 CREATE OR REPLACE TEMP TABLE _all_starts AS
 SELECT pid, line, start_s FROM _starts
 UNION ALL
-SELECT pid, line, ts_ns // 1000000000 FROM _c WHERE event = 'received'
+SELECT pid, line, ts_ns // 1000000000 FROM _t
+WHERE severity = 'LOG' AND starts_with(message, 'connection received: ')
 UNION ALL
 SELECT pid, min(line), arg_min(ts_ns, line) // 1000000000
 FROM _t
@@ -265,9 +301,10 @@ WHERE pid IS NOT NULL AND pid NOT IN (SELECT pid FROM _starts)
 GROUP BY pid
 """,
     """
-CREATE OR REPLACE TEMP TABLE _c AS
-SELECT _c.* REPLACE (coalesce(_c.session_id, printf('%x.%x', s.start_s, _c.pid)) AS session_id)
-FROM _c ASOF LEFT JOIN _all_starts AS s ON _c.pid = s.pid AND _c.line >= s.line
+CREATE OR REPLACE TEMP TABLE _sid AS
+SELECT t.line, printf('%x.%x', s.start_s, t.pid) AS sid
+FROM (SELECT line, pid FROM _t WHERE severity = 'LOG' AND session_id IS NULL) AS t
+ASOF JOIN _all_starts AS s ON t.pid = s.pid AND t.line >= s.line
 """,
     """
 CREATE OR REPLACE TEMP TABLE _starts AS
@@ -303,31 +340,42 @@ SELECT * FROM merged QUALIFY row_number() OVER (PARTITION BY pid ORDER BY line D
 """
 
 _QUERIES = r"""
-WITH q AS (
-    -- statements, executions, bare durations and parse/bind phases of each pid, in order
+WITH paired AS (
+    -- Entries that need their neighbours: executions (their parse and bind come before),
+    -- statements without a duration (a bare duration may follow), and those neighbours.
+    -- Only (line, pid, verb, dur) go through the windows: sorting the texts costs seconds.
     SELECT
-        *,
-        m.verb IN ('statement', 'execute') AS is_query,
-        sum((m.verb IN ('statement', 'execute'))::INT) OVER (
-            PARTITION BY pid ORDER BY line ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
-        ) AS n_before,
-        lead(m) OVER (PARTITION BY pid ORDER BY line) AS next_m
+        line, pid, verb, dur,
+        sum((verb IN ('statement', 'execute'))::INT) OVER w_before AS n_before,
+        lead(verb) OVER w AS next_verb,
+        lead(dur) OVER w AS next_dur
     FROM _c
-    WHERE m.verb IN ('statement', 'execute', 'parse', 'bind')
-       OR (m.verb = '' AND m.dur <> '')
+    WHERE verb IN ('execute', 'parse', 'bind', 'duration')
+       OR (verb = 'statement' AND dur IS NULL)
+    WINDOW w AS (PARTITION BY pid ORDER BY line),
+           w_before AS (PARTITION BY pid ORDER BY line
+                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
 ), phases AS (
     SELECT pid, n_before,
-           last(try_cast(m.dur AS DOUBLE) ORDER BY line) FILTER (m.verb = 'parse') AS parse_ms,
-           last(try_cast(m.dur AS DOUBLE) ORDER BY line) FILTER (m.verb = 'bind') AS bind_ms
-    FROM q WHERE m.verb IN ('parse', 'bind')
+           last(dur ORDER BY line) FILTER (verb = 'parse') AS parse_ms,
+           last(dur ORDER BY line) FILTER (verb = 'bind') AS bind_ms
+    FROM paired WHERE verb IN ('parse', 'bind')
     GROUP BY ALL
+), extra AS (
+    SELECT
+        a.line,
+        CASE WHEN a.dur IS NULL AND a.next_verb = 'duration' THEN a.next_dur END AS later_dur,
+        CASE WHEN a.verb = 'execute' AND a.dur IS NOT NULL THEN map_from_entries(list_filter(
+            [('parse', p.parse_ms), ('bind', p.bind_ms), ('execute', a.dur)],
+            lambda e: e[2] IS NOT NULL)) END AS phase_ms
+    FROM paired AS a
+    LEFT JOIN phases AS p ON p.pid = a.pid AND p.n_before = a.n_before
+    WHERE a.verb IN ('statement', 'execute')
 )
 SELECT
     q.ts_ns,
-    coalesce(try_cast(nullif(q.m.dur, '') AS DOUBLE),
-             CASE WHEN q.next_m.verb = '' THEN try_cast(q.next_m.dur AS DOUBLE) END)
-        AS duration_ms,
-    q.m.text AS statement,
+    coalesce(q.dur, x.later_dur) AS duration_ms,
+    q.text AS statement,
     coalesce(q.database, s.database) AS database,
     coalesce(q.user_name, s.user_name) AS user_name,
     coalesce(q.application, s.application) AS application,
@@ -336,16 +384,12 @@ SELECT
     coalesce(q.client, s.client) AS client,
     CASE WHEN starts_with(q.detail, 'parameters: ') THEN q.detail[13:] END AS parameters,
     q.query_id,
-    CASE WHEN q.m.verb = 'execute' AND q.m.dur <> '' THEN map_from_entries(list_filter(
-        [('parse', p.parse_ms), ('bind', p.bind_ms),
-         ('execute', try_cast(q.m.dur AS DOUBLE))],
-        lambda e: e[2] IS NOT NULL)) END AS phase_ms,
+    x.phase_ms,
     q.line
-FROM q
-LEFT JOIN phases AS p ON p.pid = q.pid AND p.n_before = q.n_before
+FROM _c AS q
+LEFT JOIN extra AS x ON x.line = q.line
 LEFT JOIN _sessions AS s ON s.session_id = q.session_id
-WHERE q.is_query AND q.line >= $lo AND q.line < $hi
-ORDER BY q.line
+WHERE q.verb IN ('statement', 'execute') AND q.line >= $lo AND q.line < $hi
 """
 
 _CONNECTIONS = r"""
@@ -373,18 +417,18 @@ SELECT
 FROM _c AS c
 LEFT JOIN _sessions AS s ON s.session_id = c.session_id
 WHERE c.event IS NOT NULL AND c.line >= $lo AND c.line < $hi
-ORDER BY c.line
 """
 
 _PLANS = """
-SELECT line, ts_ns, try_cast(m.dur AS DOUBLE) AS duration_ms, m.text AS plan
+SELECT line, ts_ns, dur AS duration_ms, text AS plan
 FROM _c
-WHERE m.verb = 'plan' AND line >= $lo AND line < $hi
+WHERE verb = 'plan' AND line >= $lo AND line < $hi
 ORDER BY line
 """
 
 _INIT = """
 CREATE OR REPLACE TEMP TABLE _starts (pid INTEGER, line BIGINT, start_s BIGINT);
+CREATE OR REPLACE TEMP TABLE _sid (line BIGINT, sid VARCHAR);
 CREATE OR REPLACE TEMP TABLE _sessions (
     session_id VARCHAR, pid INTEGER, line BIGINT, user_name VARCHAR, database VARCHAR,
     application VARCHAR, client VARCHAR
@@ -396,6 +440,17 @@ _TEXT_PLAN_QUERY = re.compile(
     r"^Query Text: (.*?)\n(?=[^\n]*(?:\(cost=|\(actual |\(never executed\)|^\S))",
     re.S | re.M,
 )
+
+
+def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """A private DuckDB connection with the timestamp macros (never the workbook's)."""
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    for macro in TS_MACROS:
+        con.execute(macro)
+    return con
 
 
 class Classifier:
@@ -418,11 +473,7 @@ class Classifier:
     def __init__(self, derive_sessions: bool, overlap: int = 20_000, threads: int | None = None):
         self.derive_sessions = derive_sessions
         self.overlap = overlap
-        self.con = duckdb.connect()
-        if threads:
-            self.con.execute(f"SET threads = {int(threads)}")
-        for macro in TS_MACROS:
-            self.con.execute(macro)
+        self.con = connect(threads)
         self.con.execute(_INIT)
         self._buffer: pa.Table | None = None
         self._lo = 0
@@ -441,9 +492,11 @@ class Classifier:
             hi = 1 << 62
             self._buffer = None
         else:
-            cut = n - self.overlap
-            hi = int(table.column("line")[cut].as_py())
-            self._buffer = table.slice(max(0, cut - self.overlap))
+            # Entries need not come sorted: cut by line number, not by position.
+            lines = table.column("line").to_numpy()
+            hi = int(np.partition(lines, n - self.overlap)[n - self.overlap])
+            keep_from = int(np.partition(lines, n - 2 * self.overlap)[n - 2 * self.overlap])
+            self._buffer = table.filter(pa.array(lines >= keep_from))
         yield from self._round(table, self._lo, hi)
         self._lo = hi
 
@@ -456,11 +509,11 @@ class Classifier:
         con = self.con
         con.register("_t", table)
         params = {"lo": lo, "hi": hi}
-        con.execute(_CLASSIFY)
         if self.derive_sessions:
             con.execute(_DERIVE_SESSIONS[0])
             con.execute(_DERIVE_SESSIONS[1])
             con.execute(_DERIVE_SESSIONS[2], {"hi": hi})
+        con.execute(_CLASSIFY)
         con.execute(_SESSIONS, {"hi": hi})
         queries = con.sql(_QUERIES, params=params).to_arrow_table()
         connections = con.sql(_CONNECTIONS, params=params).to_arrow_table()

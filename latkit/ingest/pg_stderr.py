@@ -27,15 +27,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-import duckdb
-
 from latkit.ingest import LoadError, Reject, Rows, Source, excerpt
 from latkit.ingest.pg_messages import (
     KNOWN_PREFIXES,
     SEVERITY_RE,
-    TS_MACROS,
     Classifier,
     Prefix,
+    connect,
     detect_prefix,
     line_chunks,
     prefix_regex,
@@ -68,9 +66,12 @@ WITH l AS (
         h.grp,
         h.text,
         h.f,
-        CASE WHEN m.more IS NULL THEN h.f.message ELSE h.f.message || E'\n' || m.more END
-            AS message
+        CASE WHEN m.more IS NULL THEN h.text[length(h.f.head) + 1:]
+             ELSE h.text[length(h.f.head) + 1:] || E'\n' || m.more END AS message
     FROM heads AS h LEFT JOIN more AS m USING (grp)
+), details AS (
+    -- a DETAIL entry is the one right after its message (PostgreSQL writes them together)
+    SELECT grp - 1 AS grp, message AS detail FROM entries WHERE f.severity = 'DETAIL'
 )
 SELECT
     line,
@@ -83,12 +84,10 @@ SELECT
     {client} AS client,
     nullif(f.severity, '') AS severity,
     message,
-    CASE WHEN lead(f.severity) OVER (ORDER BY line) = 'DETAIL'
-         THEN lead(message) OVER (ORDER BY line) END AS detail,
+    d.detail,
     {query_id} AS query_id,
     CASE WHEN f.severity = '' AND text <> '' THEN text END AS unmatched
-FROM entries
-ORDER BY line
+FROM entries LEFT JOIN details AS d USING (grp)
 """
 
 # Continuation lines before the file's first entry have nothing to belong to.
@@ -124,11 +123,7 @@ def read(
         if found is None:
             raise _no_statements(source, tried, head_lines, None)
         prefix = found
-    con = duckdb.connect()
-    if threads:
-        con.execute(f"SET threads = {int(threads)}")
-    for macro in TS_MACROS:
-        con.execute(macro)
+    con = connect(threads)
     sql = _ENTRIES.format(**_field_sql(prefix))
     params = {"pattern": prefix.pattern, "names": list(prefix.names)}
     classifier = Classifier(derive_sessions="session_id" not in prefix.names, threads=threads)
