@@ -34,6 +34,9 @@ READERS = (
     "latkit.ingest.otlp_proto",
     "latkit.ingest.pg_csvlog",
     "latkit.ingest.pg_jsonlog",
+    "latkit.ingest.pg_explain",
+    "latkit.ingest.pg_stat_statements",
+    "latkit.ingest.pgbouncer",
     "latkit.ingest.pg_stderr",  # last: it takes any text with PostgreSQL's "LOG:  " markers
 )
 

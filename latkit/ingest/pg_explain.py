@@ -243,7 +243,8 @@ def _documents(source: Source, text: str) -> Iterator[dict[str, Any] | Reject]:
         except json.JSONDecodeError as e:
             if found == 0:
                 # EXPLAIN output always ends with a closing bracket: without one, say so.
-                cut = "" if text.rstrip()[-1:] in ("]", "}") else "; the file ends early: truncated?"
+                ends = text.rstrip()[-1:] in ("]", "}")
+                cut = "" if ends else "; the file ends early: truncated?"
                 raise LoadError(
                     f"{source.name}: not readable as EXPLAIN (FORMAT JSON): {e.msg} "
                     f"(line {e.lineno}, column {e.colno}){cut}"
