@@ -304,7 +304,6 @@ def _plain_json(kind: str, text: str) -> str | None:
         return None
 
 
-
 # --- other spellings of the keys ------------------------------------------------------------
 
 #: Keys that Tempo v1 (``batches``, ``instrumentationLibrary...``) or the protobuf JSON mapping
@@ -431,6 +430,7 @@ class _Reader:
         self.source = source
         self.chunk_bytes = max(int(chunk_bytes), 1024)
         self.offset = 0  # decompressed bytes read so far
+        self.error: str | None = None  # why the decompressed stream stopped early
         self.con = duckdb.connect()
         self.con.create_function(
             "otlp_plain_json",
@@ -458,16 +458,26 @@ class _Reader:
     # -- cutting the stream into chunks of whole lines --
 
     def _read(self, stream: IO[bytes], n: int) -> bytes:
+        """Up to ``n`` bytes; what did arrive before a decompression error is returned first."""
+        if self.error is not None:
+            raise _Truncated(self.error)
+        read = getattr(stream, "read1", stream.read)
+        parts: list[bytes] = []
+        got = 0
         try:
-            block = stream.read(n)
-        except (OSError, EOFError, ValueError) as e:
-            raise _Truncated(str(e)) from e
-        except Exception as e:
-            if type(e).__module__.startswith("zstandard"):
-                raise _Truncated(str(e)) from e
-            raise
-        self.offset += len(block)
-        return block
+            while got < n and (part := read(n - got)):
+                parts.append(part)
+                got += len(part)
+        except Exception as e:  # gzip, bz2 and zstandard each raise their own kind
+            if not isinstance(e, OSError | EOFError | ValueError) and not type(
+                e
+            ).__module__.startswith("zstandard"):
+                raise
+            self.error = str(e) or type(e).__name__
+            if not parts:
+                raise _Truncated(self.error) from e
+        self.offset += got
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _pieces(self, stream: IO[bytes]) -> Iterator[tuple[int, bytes, bool] | Reject]:
         """(number of the first line, whole lines, is-one-document) of ~``chunk_bytes`` each.
@@ -574,12 +584,13 @@ class _Reader:
         if not table.num_rows:
             return list(rejects)
 
-        parts = [self._spans(_SPANS_SQL, table, rejects, whole)]
-        if b'"trace"' in data and _TEMPO_V2.search(data):
-            parts.append(self._spans(_TEMPO_V2_SQL, table, [], whole))
+        first_pass, table = self._spans(_SPANS_SQL, table, rejects, whole)
+        parts = [first_pass]
+        if table.num_rows and b'"trace"' in data and _TEMPO_V2.search(data):
+            parts.append(self._spans(_TEMPO_V2_SQL, table, rejects, whole)[0])
         found = [p for p in parts if p is not None]
         spans = pa.concat_tables(found) if len(found) > 1 else found[0] if found else None
-        rejects += self._not_otlp(table, spans, rejects)
+        rejects += self._not_otlp(table, spans)
         if spans is not None:
             spans = self._without_unusable(spans, rejects)
         rejects.sort(key=lambda r: int(r.position.split()[-1]))
@@ -598,36 +609,41 @@ class _Reader:
 
     def _spans(
         self, sql: str, table: pa.Table, rejects: list[Reject], whole: bool
-    ) -> pa.Table | None:
-        """The spans of the lines in ``table``; lines that are not JSON go to ``rejects``."""
+    ) -> tuple[pa.Table | None, pa.Table]:
+        """The spans of the lines in ``table``, and the lines that could be read.
+
+        Lines that are not JSON go to ``rejects`` (blank ones are dropped quietly).
+        """
         import duckdb
 
         try:
-            return self._query(sql, table)
+            return self._query(sql, table), table
         except duckdb.Error as e:
             if whole:
                 rejects.append(_document_reject(table, e))
-                return None
+                return None, table.slice(0, 0)
         bad = self._rows("SELECT line_no, line FROM chunk WHERE NOT json_valid(line)", table)
         for line_no, line in bad:
-            rejects.append(_reject(line_no, self._json_error(line), line.encode()))
+            if line.strip():  # a line of spaces is as blank as an empty one
+                rejects.append(_reject(line_no, self._json_error(line), line.encode()))
         if bad:
             bad_lines = pa.array([line_no for line_no, _ in bad], pa.int64())
             table = table.filter(pc.invert(pc.is_in(table["line_no"], bad_lines)))
         try:
-            return self._query(sql, table)
+            return self._query(sql, table), table
         except duckdb.Error:
             pass
         # Still failing: read line by line, rejecting the lines DuckDB cannot read.
-        parts = []
+        parts, good = [], []
         for i in range(table.num_rows):
             one = table.slice(i, 1)
             try:
                 parts.append(self._query(sql, one))
+                good.append(i)
             except duckdb.Error as e:
                 line_no, line = one["line_no"][0].as_py(), one["line"][0].as_py()
                 rejects.append(_reject(line_no, _short_error(e), line.encode()))
-        return pa.concat_tables(parts) if parts else None
+        return (pa.concat_tables(parts) if parts else None), table.take(good)
 
     def _rows(self, sql: str, table: pa.Table) -> list[tuple[Any, ...]]:
         self.con.register("chunk", table)
@@ -636,13 +652,8 @@ class _Reader:
         finally:
             self.con.unregister("chunk")
 
-    def _not_otlp(
-        self, table: pa.Table, spans: pa.Table | None, rejects: list[Reject]
-    ) -> list[Reject]:
-        """Rejects for the lines that gave no span because they are not OTLP traces at all."""
-        done = {int(r.position.split()[-1]) for r in rejects}
-        if done:
-            table = table.filter(pc.invert(pc.is_in(table["line_no"], pa.array(sorted(done)))))
+    def _not_otlp(self, table: pa.Table, spans: pa.Table | None) -> list[Reject]:
+        """Rejects for the (JSON) lines that gave no span because they are not OTLP traces."""
         if spans is not None and spans.num_rows:
             with_spans = pc.is_in(table["line_no"], pc.unique(spans["line_no"]))
             table = table.filter(pc.invert(with_spans))
