@@ -58,8 +58,14 @@ def budget_bars(breakdown: pl.DataFrame, target_ms: float = 100.0) -> alt.LayerC
             y=alt.Y("label:N", title=None, sort="-x"),
             color=alt.Color("category:N", scale=_BUDGET_SCALE, title="spent on"),
             order=alt.Order("category:N"),
-            tooltip=["service", "route", "category", alt.Tooltip("mean_ms:Q", format=".1f"),
-                     alt.Tooltip("p95_ms:Q", format=".1f"), alt.Tooltip("share:Q", format=".0%")],
+            tooltip=[
+                "service",
+                "route",
+                "category",
+                alt.Tooltip("mean_ms:Q", format=".1f"),
+                alt.Tooltip("p95_ms:Q", format=".1f"),
+                alt.Tooltip("share:Q", format=".0%"),
+            ],
         )
     )
     target = (
@@ -100,9 +106,13 @@ def latency_distribution(
         .mark_rule(strokeWidth=2)
         .encode(
             x="ms:Q",
-            color=alt.Color("mark:N", scale=alt.Scale(
-                domain=["p50", "p95", "p99", "target"],
-                range=["#54a24b", "#f58518", "#e45756", "black"])),
+            color=alt.Color(
+                "mark:N",
+                scale=alt.Scale(
+                    domain=["p50", "p95", "p99", "target"],
+                    range=["#54a24b", "#f58518", "#e45756", "black"],
+                ),
+            ),
             tooltip=["mark", alt.Tooltip("ms:Q", format=".1f")],
         )
     )

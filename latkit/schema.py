@@ -17,9 +17,7 @@ SCHEMA_VERSION = 1
 #: and store than a DuckDB MAP (NOTES.md), and ``attr(list, 'key')`` reads one value back.
 KEY_VALUES = pa.list_(pa.struct([("key", pa.string()), ("value", pa.string())]))
 
-SPAN_EVENT = pa.struct(
-    [("time_ns", pa.int64()), ("name", pa.string()), ("attributes", KEY_VALUES)]
-)
+SPAN_EVENT = pa.struct([("time_ns", pa.int64()), ("name", pa.string()), ("attributes", KEY_VALUES)])
 SPAN_LINK = pa.struct(
     [
         ("trace_id", pa.string()),

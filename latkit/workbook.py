@@ -213,8 +213,12 @@ class Workbook:
             sha = hasher.result()
             if self._seen_sha(sha):
                 self.con.rollback()
-                return FileReport(str(path), reader.FORMAT, note="already loaded",
-                                  seconds=time.perf_counter() - started)
+                return FileReport(
+                    str(path),
+                    reader.FORMAT,
+                    note="already loaded",
+                    seconds=time.perf_counter() - started,
+                )
             file_report.duplicates += self._drop_duplicate_spans(load_id, file_report)
             if explicit and file_report.loaded == 0 and file_report.duplicates == 0:
                 first = rejects[0].reason if rejects else "no records found"
@@ -358,12 +362,14 @@ class Workbook:
         return int(row[0][0])
 
     def _seen_size(self, size: int) -> bool:
-        return bool(self.con.execute("SELECT count(*) FROM loads WHERE bytes = ?", [size])
-                    .fetchall()[0][0])
+        return bool(
+            self.con.execute("SELECT count(*) FROM loads WHERE bytes = ?", [size]).fetchall()[0][0]
+        )
 
     def _seen_sha(self, sha: str) -> bool:
-        return bool(self.con.execute("SELECT count(*) FROM loads WHERE sha256 = ?", [sha])
-                    .fetchall()[0][0])
+        return bool(
+            self.con.execute("SELECT count(*) FROM loads WHERE sha256 = ?", [sha]).fetchall()[0][0]
+        )
 
 
 class _Hasher:
@@ -428,7 +434,7 @@ def _reader(format: str) -> ModuleType:
     from latkit.ingest import readers
 
     for m in readers():
-        if m.FORMAT == format:
+        if format == m.FORMAT:
             return m
     raise LoadError(f"unknown format {format!r}; latkit reads {', '.join(_formats())}")
 
@@ -492,4 +498,3 @@ def _prepare(con: duckdb.DuckDBPyConnection, where: str, read_only: bool) -> Non
     for macro in schema.MACROS:
         con.execute(macro)
     con.commit()
-

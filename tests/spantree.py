@@ -60,26 +60,58 @@ def server(trace: str, route: str, start_ms: float, end_ms: float, **kw: Any) ->
     return span(trace, f"GET {route}", start_ms, end_ms, kind="server", http_route=route, **kw)
 
 
-def db(parent: dict[str, Any], start_ms: float, end_ms: float, sql: str = "SELECT 1",
-       **kw: Any) -> dict[str, Any]:
-    return span(parent["trace_id"], "SELECT", start_ms, end_ms, parent=parent, kind="client",
-                service=parent["service"], db_system="postgresql", db_statement=sql, **kw)
+def db(
+    parent: dict[str, Any], start_ms: float, end_ms: float, sql: str = "SELECT 1", **kw: Any
+) -> dict[str, Any]:
+    return span(
+        parent["trace_id"],
+        "SELECT",
+        start_ms,
+        end_ms,
+        parent=parent,
+        kind="client",
+        service=parent["service"],
+        db_system="postgresql",
+        db_statement=sql,
+        **kw,
+    )
 
 
 def cache(parent: dict[str, Any], start_ms: float, end_ms: float, **kw: Any) -> dict[str, Any]:
-    return span(parent["trace_id"], "GET", start_ms, end_ms, parent=parent, kind="client",
-                service=parent["service"], db_system="redis", db_statement="GET ?", **kw)
+    return span(
+        parent["trace_id"],
+        "GET",
+        start_ms,
+        end_ms,
+        parent=parent,
+        kind="client",
+        service=parent["service"],
+        db_system="redis",
+        db_statement="GET ?",
+        **kw,
+    )
 
 
 def client(parent: dict[str, Any], start_ms: float, end_ms: float, **kw: Any) -> dict[str, Any]:
-    return span(parent["trace_id"], "GET", start_ms, end_ms, parent=parent, kind="client",
-                service=parent["service"], http_method="GET", **kw)
+    return span(
+        parent["trace_id"],
+        "GET",
+        start_ms,
+        end_ms,
+        parent=parent,
+        kind="client",
+        service=parent["service"],
+        http_method="GET",
+        **kw,
+    )
 
 
-def internal(parent: dict[str, Any], name: str, start_ms: float, end_ms: float,
-             **kw: Any) -> dict[str, Any]:
-    return span(parent["trace_id"], name, start_ms, end_ms, parent=parent,
-                service=parent["service"], **kw)
+def internal(
+    parent: dict[str, Any], name: str, start_ms: float, end_ms: float, **kw: Any
+) -> dict[str, Any]:
+    return span(
+        parent["trace_id"], name, start_ms, end_ms, parent=parent, service=parent["service"], **kw
+    )
 
 
 def workbook(*spans: dict[str, Any]) -> latkit.Workbook:

@@ -12,8 +12,16 @@ from tests.spantree import cache, client, db, server, span, workbook
 def _wb():  # type: ignore[no-untyped-def]
     root = server("1", "/checkout", 0, 100)
     call = client(root, 20, 80)
-    callee = span("1", "GET /stock/{sku}", 25, 75, parent=call, kind="server",
-                  service="inventory", http_route="/stock/{sku}")
+    callee = span(
+        "1",
+        "GET /stock/{sku}",
+        25,
+        75,
+        parent=call,
+        kind="server",
+        service="inventory",
+        http_route="/stock/{sku}",
+    )
     return workbook(root, call, callee, db(callee, 30, 50), cache(root, 82, 90))
 
 

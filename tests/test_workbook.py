@@ -1,8 +1,8 @@
 """The workbook: opening, persisting, schema versions, and what load does with paths."""
 
 from __future__ import annotations
-
 import __future__
+
 import gzip
 import shutil
 import types
@@ -154,7 +154,8 @@ def test_bad_records_are_rejected_with_position_and_the_rest_kept() -> None:
     assert report.loaded + report.duplicates + report.rejected == report.read
     rejects = wb.sql("select path, position, reason from rejects order by all")
     assert set(rejects["path"]) == {
-        str(FIXTURES / "bad_line.jsonl"), str(FIXTURES / "truncated.pb")
+        str(FIXTURES / "bad_line.jsonl"),
+        str(FIXTURES / "truncated.pb"),
     }
     assert all(p.startswith(("line ", "byte ")) for p in rejects["position"])
     assert wb.counts()["spans"] == report.loaded > 0

@@ -64,7 +64,7 @@ def _self_code(node, is_entry, in_callee, category, has_callee):  # type: ignore
         return _DB
     if c == _CAT_CACHE:
         return _CACHE
-    if c == _CAT_HTTP_CLIENT or c == _CAT_RPC or c == _CAT_MESSAGING:
+    if c in (_CAT_HTTP_CLIENT, _CAT_RPC, _CAT_MESSAGING):
         return _NETWORK if has_callee else _HTTP_CLIENT
     return _HTTP_CLIENT if in_callee else _SELF
 

@@ -123,9 +123,7 @@ def by_route(wb: Workbook, target_ms: float = 100.0, every: str | None = None) -
     return wb.sql(query, params)
 
 
-def per_request(
-    wb: Workbook, service: str | None = None, route: str | None = None
-) -> pl.DataFrame:
+def per_request(wb: Workbook, service: str | None = None, route: str | None = None) -> pl.DataFrame:
     """Each request's time by budget category.
 
     Columns: ``trace_id, span_id, service, route, duration_ms``, then one column per budget
@@ -162,9 +160,7 @@ def per_request(
     ).pl()
 
 
-def breakdown(
-    wb: Workbook, service: str | None = None, route: str | None = None
-) -> pl.DataFrame:
+def breakdown(wb: Workbook, service: str | None = None, route: str | None = None) -> pl.DataFrame:
     """Where each route's time goes, by budget category.
 
     Columns: ``service, route, category, requests, mean_ms, p95_ms, share``: per request, the
@@ -268,9 +264,7 @@ def critical_path_summary(
     ).pl()
 
 
-def _slow_entries(
-    wb: Workbook, route: str, quantile: float, service: str | None
-) -> np.ndarray:
+def _slow_entries(wb: Workbook, route: str, quantile: float, service: str | None) -> np.ndarray:
     rows = wb.sql(
         """
         WITH r AS (
@@ -401,7 +395,10 @@ def diff(
 
 
 def _bootstrap(
-    before: np.ndarray, after: np.ndarray, quantile: float, resamples: int,
+    before: np.ndarray,
+    after: np.ndarray,
+    quantile: float,
+    resamples: int,
     rng: np.random.Generator,
 ) -> dict[str, Any]:
     if len(before) == 0 or len(after) == 0:
@@ -419,12 +416,19 @@ def _bootstrap(
         draws[start : start + n] = np.percentile(a, q, axis=1) - np.percentile(b, q, axis=1)
     low, high = np.percentile(draws, [2.5, 97.5])
     verdict = "faster" if high < 0 else "slower" if low > 0 else "within noise"
-    return {"change_ms": change, "ci_low_ms": float(low), "ci_high_ms": float(high),
-            "verdict": verdict}
+    return {
+        "change_ms": change,
+        "ci_low_ms": float(low),
+        "ci_high_ms": float(high),
+        "verdict": verdict,
+    }
 
 
 def compare(
-    wb: Workbook, route: str, slow_quantile: float = 0.95, service: str | None = None,
+    wb: Workbook,
+    route: str,
+    slow_quantile: float = 0.95,
+    service: str | None = None,
     max_values: int = 50,
 ) -> pl.DataFrame:
     """What sets a route's slow requests apart (BubbleUp-style)?

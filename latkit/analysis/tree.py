@@ -64,9 +64,11 @@ class SpanArrays:
 def load(con: Any, where: str = "", params: dict[str, Any] | None = None) -> SpanArrays:
     """Read spans (``WHERE`` clause optional, parameters bound) into ``SpanArrays``."""
     query = SPAN_ARRAYS_SQL + (f" WHERE {where}" if where else "")
-    table = con.cursor().sql(
-        query, params={"categories": list(CATEGORIES), **(params or {})}
-    ).to_arrow_table()
+    table = (
+        con.cursor()
+        .sql(query, params={"categories": list(CATEGORIES), **(params or {})})
+        .to_arrow_table()
+    )
     cols = {name: _numpy(table.column(name)) for name in table.column_names}
     order = np.argsort(cols["trace_key"], kind="stable")
     trace_key = cols["trace_key"][order]

@@ -57,8 +57,16 @@ def test_overlapping_children_go_to_the_one_on_the_critical_path() -> None:
 def test_traced_callee_splits_into_network_downstream_and_its_database() -> None:
     root = server("1", "/checkout", 0, 100)
     call = client(root, 20, 80)
-    callee = span("1", "GET /stock/{sku}", 25, 75, parent=call, kind="server",
-                  service="inventory", http_route="/stock/{sku}")
+    callee = span(
+        "1",
+        "GET /stock/{sku}",
+        25,
+        75,
+        parent=call,
+        kind="server",
+        service="inventory",
+        http_route="/stock/{sku}",
+    )
     wb = workbook(root, call, callee, db(callee, 30, 50))
     shop = _only(budget.per_request(wb), service="shop")
     assert shop["self_ms"] == pytest.approx(40)
@@ -109,10 +117,24 @@ def test_breakdown_shares_add_up_to_one_per_route() -> None:
         route = "/a" if i % 2 else "/b"
         root = server(str(i), route, 0, 100)
         call = client(root, 5, 60)
-        callee = span(str(i), "GET /x", 10, 55, parent=call, kind="server",
-                      service="inventory", http_route="/x")
-        spans += [root, call, callee, db(callee, 12, 12 + rng.uniform(1, 40)),
-                  db(root, 50, 50 + rng.uniform(1, 45)), cache(root, 40, 70)]
+        callee = span(
+            str(i),
+            "GET /x",
+            10,
+            55,
+            parent=call,
+            kind="server",
+            service="inventory",
+            http_route="/x",
+        )
+        spans += [
+            root,
+            call,
+            callee,
+            db(callee, 12, 12 + rng.uniform(1, 40)),
+            db(root, 50, 50 + rng.uniform(1, 45)),
+            cache(root, 40, 70),
+        ]
     wb = workbook(*spans)
     frame = budget.breakdown(wb)
     sums = frame.group_by("service", "route").agg(pl.col("share").sum())
@@ -128,8 +150,10 @@ def test_breakdown_shares_add_up_to_one_per_route() -> None:
 
 def test_by_route_percentiles_interpolate_like_numpy() -> None:
     durations = [10, 20, 30, 40, 100]
-    wb = workbook(*[server(str(i), "/a", 0, d) for i, d in enumerate(durations)],
-                  server("99", "/b", 0, 5, status="error"))
+    wb = workbook(
+        *[server(str(i), "/a", 0, d) for i, d in enumerate(durations)],
+        server("99", "/b", 0, 5, status="error"),
+    )
     row = _only(budget.by_route(wb, target_ms=35), route="/a")
     assert row["requests"] == 5
     assert row["errors"] == 0
@@ -195,8 +219,11 @@ def _requests(n: int, route: str, ms: float, offset_ms: float = 0, tag: str = ""
 
 def test_diff_calls_a_real_speedup_faster_and_noise_noise() -> None:
     before = workbook(*_requests(60, "/a", 100), *_requests(60, "/b", 50))
-    after = workbook(*_requests(60, "/a", 40, tag="x"), *_requests(60, "/b", 50, tag="x"),
-                     *_requests(5, "/new", 10))
+    after = workbook(
+        *_requests(60, "/a", 40, tag="x"),
+        *_requests(60, "/b", 50, tag="x"),
+        *_requests(5, "/new", 10),
+    )
     frame = budget.diff(before, after)
     a = _only(frame, route="/a")
     assert a["verdict"] == "faster"
@@ -220,8 +247,14 @@ def test_compare_finds_what_the_slow_requests_share() -> None:
     spans = []
     for i in range(40):
         slow = i % 10 == 0  # 4 of 40
-        root = server(str(i), "/a", 0, 300 if slow else 20, user_tier="free" if slow else "paid",
-                      request_id=f"r{i}")
+        root = server(
+            str(i),
+            "/a",
+            0,
+            300 if slow else 20,
+            user_tier="free" if slow else "paid",
+            request_id=f"r{i}",
+        )
         spans.append(root)
         if slow:
             spans.append(db(root, 5, 290, sql="SELECT * FROM audit_log WHERE day = 3"))
