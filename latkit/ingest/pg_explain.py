@@ -208,7 +208,8 @@ BATCH_PLANS = 1000
 
 _PLAN_KEY = re.compile(rb'"Plan"\s*:\s*\{')
 _ALIGNED_HEADER = re.compile(rb"\s*QUERY PLAN\s*\r?\n-{4,}")
-_FOOTER = re.compile(r"^\(\d+ rows?\)$")
+#: psql's table around the plan: the column header, its rule, the row count.
+_TABLE_LINE = re.compile(r"^(QUERY PLAN|-+|\(\d+ rows?\))$")
 
 
 def _batches(plans: list[dict[str, Any]], first_id: int) -> Iterator[Rows]:
@@ -233,6 +234,7 @@ def _documents(source: Source, text: str) -> Iterator[dict[str, Any] | Reject]:
     decoder = json.JSONDecoder()
     position = 0
     found = 0
+    line, counted = 1, 0  # the line of ``position``, counted up to ``counted``
     while True:
         while position < len(text) and text[position] in " \t\r\n":
             position += 1
@@ -252,7 +254,8 @@ def _documents(source: Source, text: str) -> Iterator[dict[str, Any] | Reject]:
             yield Reject(f"line {e.lineno}", f"invalid JSON after {found} plan(s): {e.msg}",
                          excerpt(text[position : position + 120]))
             return
-        line = text.count("\n", 0, position) + 1
+        line += text.count("\n", counted, position)
+        counted = position
         items = document if isinstance(document, list) else [document]
         for index, item in enumerate(items):
             if _root(item) is not None:
@@ -266,12 +269,13 @@ def _documents(source: Source, text: str) -> Iterator[dict[str, Any] | Reject]:
 
 
 def _unalign(text: str) -> str:
-    """The JSON inside psql's aligned output: no header, footer or ``+`` marks."""
-    lines = text.strip("\r\n").splitlines()
-    body = lines[2:]  # the "QUERY PLAN" header and its dashes
+    """The JSON inside psql's aligned output: no headers, footers or ``+`` marks.
+
+    Line numbers in messages then count the JSON's lines, not the file's.
+    """
     out = []
-    for line in body:
-        if _FOOTER.match(line.strip()):
+    for line in text.splitlines():
+        if _TABLE_LINE.match(line.strip()):
             continue
         stripped = line.rstrip()
         if stripped.endswith("+"):

@@ -139,8 +139,10 @@ def read(source: Source, **options: object) -> Iterator[Rows | Reject]:
             ).create_view("_export")
             for batch in con.sql(_select(columns)).to_arrow_reader(BATCH_ROWS):
                 yield Rows("statements", batch.cast(STATEMENTS_STAGING))
-            for line, reason, text in con.execute(_REJECTS).fetchall():
-                yield Reject(f"line {line}", reason, excerpt(text or ""))
+            rejects = con.execute(_REJECTS).fetchall()
+            lines = _line_numbers(source, [offset for offset, _, _ in rejects])
+            for offset, reason, text in rejects:
+                yield Reject(f"line {lines[offset]}", reason, excerpt(text or ""))
         except duckdb.Error as e:
             raise LoadError(f"{source.name}: cannot read as a CSV export: {e}") from e
         finally:
@@ -150,13 +152,34 @@ def read(source: Source, **options: object) -> Iterator[Rows | Reject]:
 #: A query text longer than this (bytes, on one CSV line) rejects its row.
 _MAX_LINE = 16 << 20
 
-#: One reject per bad line (DuckDB may report several errors on one line).
+#: One reject per bad row (DuckDB may report several errors on one row), by the byte
+#: offset where the row starts: DuckDB's own ``line`` counts rows, not the file's lines,
+#: which differ once a query text spans several lines.
 _REJECTS = """
-    SELECT line, min(error_message), min(csv_line)
+    SELECT line_byte_position, min(error_message), min(csv_line)
     FROM reject_errors
-    GROUP BY line
-    ORDER BY line
+    GROUP BY line_byte_position
+    ORDER BY line_byte_position
 """
+
+
+def _line_numbers(source: Source, offsets: list[int]) -> dict[int, int]:
+    """The file's line number (from 1) at each byte offset of the decompressed content."""
+    lines: dict[int, int] = {}
+    pending = sorted(set(offsets))
+    if not pending:
+        return lines
+    seen, newlines = 0, 0
+    with source.open() as f:
+        while pending and (chunk := f.read(1 << 20)):
+            while pending and pending[0] < seen + len(chunk):
+                lines[pending[0]] = newlines + chunk.count(b"\n", 0, pending[0] - seen) + 1
+                pending.pop(0)
+            seen += len(chunk)
+            newlines += chunk.count(b"\n")
+    for offset in pending:  # past the end: cannot happen for a row DuckDB read
+        lines[offset] = newlines + 1
+    return lines
 
 
 def _select(columns: list[str]) -> str:

@@ -114,7 +114,7 @@ def read(
         text = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline=None)
         first_line = 1
         while chunk := list(itertools.islice(text, BATCH_LINES)):
-            lines = pa.array([line.rstrip("\r\n") for line in chunk], pa.string())
+            lines = pc.utf8_rtrim(pa.array(chunk, pa.string()), characters="\r\n")
             yield from _events(source, lines, first_line, timezone)
             first_line += len(chunk)
 

@@ -105,6 +105,22 @@ def test_a_bad_row_is_rejected_with_its_line_and_the_rest_loaded() -> None:
     assert wb.sql("select count(*) as n from statements where query = ?", [COUNT])["n"][0] == 0
 
 
+def test_a_rejects_line_counts_the_lines_of_multi_line_queries(tmp_path: Path) -> None:
+    path = tmp_path / "export.csv"
+    path.write_text(
+        "query,calls,total_exec_time,total_plan_time\n"
+        '"SELECT 1\nFROM t\nWHERE ""x"" = $1",3,1.5,0.5\n'
+        '"SELECT 2",lots,1.0,0.0\n'
+        '"SELECT 3",2,1.0,\n'
+    )
+    wb = latkit.open()
+    report = wb.load(path)
+    assert (report.rows, report.rejected) == ({"statements": 2}, 1)
+    assert wb.sql("select position from rejects")["position"][0] == "line 5"
+    totals = wb.sql("select query, total_ms, mean_ms from statements order by query").rows()
+    assert totals == [('SELECT 1\nFROM t\nWHERE "x" = $1', 2.0, 2.0 / 3), ("SELECT 3", 1.0, 0.5)]
+
+
 def test_sniff_needs_query_calls_and_a_total_time_column() -> None:
     assert pg_stat_statements.sniff(Source.of(PLANS / "statements_pg12.csv").head())
     assert pg_stat_statements.sniff(b"query,calls,total_exec_time\n")
