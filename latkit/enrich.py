@@ -21,7 +21,7 @@ from latkit import fingerprint
 
 #: Promoted columns and the attribute keys they are read from, first match wins.
 SPAN_KEYS: dict[str, tuple[str, ...]] = {
-    "_route": ("http.route", "url.template"),
+    "_route": ("http.route", "url.template", "http.path"),  # http.path: Brave's stand-in
     "_http_method": ("http.request.method", "http.method"),
     "_http_status_code": ("http.response.status_code", "http.status_code"),
     "_db_system": ("db.system.name", "db.system"),

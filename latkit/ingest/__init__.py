@@ -30,7 +30,9 @@ import pyarrow as pa
 
 #: Reader modules in the order their ``sniff`` is tried: the more specific first.
 READERS = (
+    "latkit.ingest.jaeger",  # before otlp_json: a v3 answer {"result": {"resourceSpans"...
     "latkit.ingest.otlp_json",
+    "latkit.ingest.zipkin",
     "latkit.ingest.otlp_proto",
     "latkit.ingest.pg_csvlog",
     "latkit.ingest.pg_jsonlog",

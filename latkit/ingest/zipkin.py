@@ -489,7 +489,7 @@ _SQL = """
                     {'key': 'network.peer.port', 'value': s.remoteEndpoint.port::VARCHAR},
                     {'key': 'db.system',
                      'value': CASE WHEN span_tag(tags, 'sql.query') IS NOT NULL
-                                   THEN lower(s.remoteEndpoint.serviceName) END}
+                                   THEN split_part(lower(s.remoteEndpoint.serviceName), '-', 1) END}
                 ],
                 lambda kv: kv.value IS NOT NULL AND span_tag(tags, kv.key) IS NULL
             )
