@@ -931,15 +931,16 @@ def _columns(buf: np.ndarray, tabs: tuple[np.ndarray, ...], counts: np.ndarray) 
 class _Decoder:
     """Decodes runs of messages; keeps its tables between runs so they grow only once."""
 
-    def __init__(self, batch_spans: int) -> None:
+    def __init__(self, batch_spans: int, header: int) -> None:
         self.batch_spans = batch_spans
+        self.header = header  # bytes before each message in the file: 4 when framed
         self.tabs = tuple(np.empty((1024, w), np.int64) for w in WIDTHS)
 
     def run(
         self, buf: np.ndarray, starts: list[int], stops: list[int], file_offsets: list[int]
     ) -> Iterator[Rows | Reject]:
         """Rows for the messages ``buf[starts[i]:stops[i]]`` (found at ``file_offsets[i]``
-        in the file, counting the frame header) and a Reject for each one that is corrupt."""
+        in the file) and a Reject for each corrupt one, positioned at its frame header."""
         counts = np.zeros(len(WIDTHS), np.int64)
         failures = np.zeros((len(starts), 2), np.int64)
         self.tabs = _decode(
@@ -949,7 +950,7 @@ class _Decoder:
             at = int(failures[m, 1])
             where = file_offsets[m] + at - starts[m]
             yield Reject(
-                position=f"byte {file_offsets[m]}",
+                position=f"byte {file_offsets[m] - self.header}",
                 reason=f"{REASONS[int(failures[m, 0])]} (at byte {where}); message skipped",
                 excerpt=excerpt(buf[at : at + 40].tobytes().hex(" ")),
             )
@@ -1051,7 +1052,7 @@ def read(source: Source, **options: object) -> Iterator[Rows | Reject]:
     head = source.head()
     if not head:
         return  # an empty file is an empty message: no spans
-    layout = _layout(head)
+    layout = _layout(head, strict=False)
     if layout is None:
         raise LoadError(
             f"{source.name}: not OTLP protobuf (neither one TracesData / "
@@ -1059,7 +1060,7 @@ def read(source: Source, **options: object) -> Iterator[Rows | Reject]:
         )
     try:
         _compile()
-        decoder = _Decoder(batch_spans)
+        decoder = _Decoder(batch_spans, 4 if layout == "framed" else 0)
         with source.open() as stream:
             if layout == "framed":
                 yield from _framed(stream, decoder)
@@ -1122,18 +1123,20 @@ _MESSAGES: dict[str, dict[int, tuple[int, str | None]]] = {
 _FIXED = {1: 8, 5: 4}
 
 
-def _plausible(data: bytes, pos: int, end: int, message: str) -> bool:
-    """Whether ``data[pos:end]`` reads as ``message`` as far as ``data`` goes: only known
-    fields of the right wire type, lengths that fit their enclosing message."""
+def _plausible(data: bytes, pos: int, end: int, message: str, strict: bool = True) -> bool:
+    """Whether ``data[pos:end]`` reads as ``message`` as far as ``data`` goes: fields of the
+    right wire type, lengths that fit their enclosing message, and (if ``strict``) only
+    fields that the message has."""
     fields = _MESSAGES[message]
     while pos < min(end, len(data)):
         key, pos = _py_varint(data, pos)
         if pos < 0:
             return pos == -1  # cut by the end of the head: fine so far
-        wire_and_message = fields.get(key >> 3)
-        if wire_and_message is None or wire_and_message[0] != key & 7:
-            return False
-        wire, inner = wire_and_message
+        wire, inner = fields.get(key >> 3, (-1, None))
+        if wire != key & 7:
+            if strict or key & 7 not in (0, 1, 2, 5):
+                return not strict and key & 7 == 3  # an unknown group: give it the benefit
+            wire, inner = key & 7, None
         if wire == 0:
             _, pos = _py_varint(data, pos)
             if pos < 0:
@@ -1146,7 +1149,7 @@ def _plausible(data: bytes, pos: int, end: int, message: str) -> bool:
                 return pos == -1
             if pos + size > end:
                 return False
-            if inner is not None and not _plausible(data, pos, pos + size, inner):
+            if inner is not None and not _plausible(data, pos, pos + size, inner, strict):
                 return False
             pos += size
     return pos <= end
@@ -1166,24 +1169,37 @@ def _py_varint(data: bytes, pos: int) -> tuple[int, int]:
     return 0, -2
 
 
-def _layout(head: bytes) -> str | None:
-    """``"single"`` (one message), ``"framed"`` (length-prefixed ones) or None."""
-    if head[:1] == b"\x0a" and _plausible(head, 0, MAX_MESSAGE_BYTES, "TracesData"):
+def _starts_traces(head: bytes, pos: int, end: int, strict: bool) -> bool:
+    """Whether a TracesData starts at ``head[pos]``. Strictly: a first ResourceSpans
+    (``0x0a``, length) opening with its resource or a scope_spans, and only known fields."""
+    if not strict:
+        return _plausible(head, pos, end, "TracesData", strict=False)
+    if head[pos : pos + 1] != b"\x0a":
+        return False
+    _, body = _py_varint(head, pos + 1)
+    return (
+        0 < body < len(head)
+        and head[body] in (0x0A, 0x12)
+        and _plausible(head, pos, end, "TracesData")
+    )
+
+
+def _layout(head: bytes, strict: bool = True) -> str | None:
+    """``"single"`` (one message), ``"framed"`` (length-prefixed ones) or None (neither).
+    ``sniff`` is strict; ``read``, told the file is OTLP, accepts any plausible start
+    (unknown fields, empty messages)."""
+    if head[:1] == b"\x0a" and _starts_traces(head, 0, MAX_MESSAGE_BYTES, strict):
         return "single"
     pos = 0
-    while len(head) >= pos + 5:
+    while len(head) >= pos + 4:
         size = int.from_bytes(head[pos : pos + 4], "big")
         if size == 0:  # empty frames carry nothing: look at the next one
             pos += 4
             continue
-        if (
-            size <= MAX_MESSAGE_BYTES
-            and head[pos + 4] == 0x0A
-            and _plausible(head, pos + 4, pos + 4 + size, "TracesData")
-        ):
+        if size <= MAX_MESSAGE_BYTES and _starts_traces(head, pos + 4, pos + 4 + size, strict):
             return "framed"
         return None
-    return None
+    return None if strict or pos != len(head) else "framed"
 
 
 def sniff(head: bytes) -> bool:
