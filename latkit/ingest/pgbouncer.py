@@ -151,8 +151,6 @@ def _events(
     if not pc.any(keep).as_py():
         return
     close = pc.extract_regex(rest, _CLOSE)
-    stats = pc.if_else(pc.equal(event, "stats"), msg, pa.scalar(None, pa.string()))
-    detail = pc.coalesce(_field(close, "reason"), _stats_json(stats))
     age = _field(close, "age").cast(pa.float64())
     table = pa.Table.from_arrays(
         [
@@ -163,11 +161,19 @@ def _events(
             _field(conn, "db"),
             _field(conn, "addr"),
             pc.multiply(age, 1000.0),
-            detail,
+            _field(close, "reason"),
             line_no,
         ],
         schema=CONNECTIONS_STAGING,
     ).filter(keep)
+    # Stats lines are few (one per stats_period): their numbers are parsed one by one.
+    is_stats = pc.equal(table.column("event"), "stats").combine_chunks()
+    if pc.any(is_stats).as_py():
+        stats = pc.filter(pc.filter(msg, keep), is_stats)
+        detail = pc.replace_with_mask(
+            table.column("detail").combine_chunks(), is_stats, _stats_json(stats)
+        )
+        table = table.set_column(table.schema.get_field_index("detail"), "detail", detail)
     yield Rows("connections", table)
 
 
@@ -179,12 +185,9 @@ def _field(parsed: pa.Array, name: str) -> pa.Array:
 
 
 def _stats_json(stats: pa.Array) -> pa.Array:
-    """The numbers of each ``stats:`` line as a JSON object (these lines are few)."""
-    out: list[str | None] = []
+    """The numbers of each ``stats:`` line as a JSON object."""
+    out: list[str] = []
     for line in stats.to_pylist():
-        if line is None:
-            out.append(None)
-            continue
         body = line[len("stats: "):]
         numbers: dict[str, int] = {}
         for value, name in _STATS_RATE.findall(_STATS_BYTES.sub("", body)):
