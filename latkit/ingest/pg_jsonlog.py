@@ -40,7 +40,7 @@ _ENTRIES = f"""
 WITH j AS (
     SELECT
         line,
-        rtrim(text, E'\\r\\n') AS text,
+        text[1:-2] AS text,
         CASE WHEN json_valid(text) AND starts_with(ltrim(text), '{{')
              THEN json_transform(text, '{_TYPE}') END AS r
     FROM _lines

@@ -45,6 +45,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from latkit import ingest
 from latkit.ingest import Rows, Source
 
 __all__ = [
@@ -444,8 +445,7 @@ _TEXT_PLAN_QUERY = re.compile(
 
 def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
     """A private DuckDB connection with the timestamp macros (never the workbook's)."""
-    con = duckdb.connect()
-    con.execute("SET enable_progress_bar = false")
+    con = ingest.connect()
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     for macro in TS_MACROS:
@@ -589,8 +589,8 @@ def conform(entries: pa.Table) -> pa.Table:
 def line_chunks(source: Source, chunk_bytes: int) -> Iterator[pa.Table]:
     """The file's lines in chunks that end at an entry boundary.
 
-    Columns: ``line`` (1-based), ``text`` (with its newline), ``cont`` (starts with a tab:
-    part of the entry above) and ``grp`` (the number of the entry it belongs to, counted
+    Columns: ``line`` (1-based), ``text`` (with its newline, always), ``cont`` (starts with
+    a tab: part of the entry above) and ``grp`` (the number of the entry it belongs to, counted
     from 1 through the file; 0 before the first entry).
     """
     line_base = 0
@@ -603,10 +603,10 @@ def line_chunks(source: Source, chunk_bytes: int) -> Iterator[pa.Table]:
             buf = carry + data
             if not buf:
                 return
+            if eof and not buf.endswith(b"\n"):
+                buf += b"\n"  # every line ends with a newline: SQL cuts it off blindly
             arr = np.frombuffer(buf, dtype=np.uint8)
             ends = np.flatnonzero(arr == 10) + 1  # one past each newline
-            if eof and (len(ends) == 0 or ends[-1] != len(buf)):
-                ends = np.append(ends, len(buf))
             starts = np.concatenate(([0], ends[:-1])).astype(np.int64)
             if len(ends) == 0:
                 carry = buf

@@ -51,23 +51,27 @@ _SEVERITY_ANYWHERE = re.compile(r"\b" + SEVERITY_RE)
 # The chunk's lines (`_lines`: line, grp, cont, text) -> one row per entry head, with its
 # continuation lines glued on (one tab removed from each) and the DETAIL after it.
 _ENTRIES = r"""
-WITH l AS (
-    SELECT line, grp, cont, rtrim(text, E'\r\n') AS text FROM _lines
-), heads AS (
-    SELECT line, grp, text, regexp_extract(text, $pattern, $names) AS f
-    FROM l WHERE NOT cont
+WITH heads AS (
+    SELECT
+        line,
+        grp,
+        text,
+        regexp_extract(text, $pattern, $names) AS f,
+        -- every line ends with a newline (line_chunks makes sure); CRLF files have two
+        CASE WHEN suffix(text, E'\r\n') THEN -3 ELSE -2 END AS last
+    FROM _lines WHERE NOT cont
 ), more AS (
-    SELECT grp, string_agg(CASE WHEN text[1] = E'\t' THEN text[2:] ELSE text END, E'\n'
-                           ORDER BY line) AS more
-    FROM l WHERE cont GROUP BY grp
+    SELECT grp, string_agg(text[2:CASE WHEN suffix(text, E'\r\n') THEN -3 ELSE -2 END],
+                           E'\n' ORDER BY line) AS more
+    FROM _lines WHERE cont GROUP BY grp
 ), entries AS (
     SELECT
         h.line,
         h.grp,
         h.text,
         h.f,
-        CASE WHEN m.more IS NULL THEN h.text[length(h.f.head) + 1:]
-             ELSE h.text[length(h.f.head) + 1:] || E'\n' || m.more END AS message
+        CASE WHEN m.more IS NULL THEN h.text[length(h.f.head) + 1:h.last]
+             ELSE h.text[length(h.f.head) + 1:h.last] || E'\n' || m.more END AS message
     FROM heads AS h LEFT JOIN more AS m USING (grp)
 ), details AS (
     -- a DETAIL entry is the one right after its message (PostgreSQL writes them together)
@@ -86,13 +90,13 @@ SELECT
     message,
     d.detail,
     {query_id} AS query_id,
-    CASE WHEN f.severity = '' AND text <> '' THEN text END AS unmatched
+    CASE WHEN f.severity = '' AND trim(text, E'\r\n') <> '' THEN text[1:-2] END AS unmatched
 FROM entries LEFT JOIN details AS d USING (grp)
 """
 
 # Continuation lines before the file's first entry have nothing to belong to.
 _ORPHANS = r"""
-SELECT line, rtrim(text, E'\r\n') AS text FROM _lines WHERE cont AND grp = 0 ORDER BY line
+SELECT line, text[1:-2] AS text FROM _lines WHERE cont AND grp = 0 ORDER BY line
 """
 
 
