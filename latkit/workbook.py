@@ -23,7 +23,7 @@ import duckdb
 import polars as pl
 
 from latkit import enrich, schema
-from latkit.ingest import LoadError, Reject, Rows, Source, detect, excerpt
+from latkit.ingest import LoadError, Reject, Rows, Source, connect, detect, excerpt
 
 __all__ = ["FileReport", "LoadReport", "Workbook", "WorkbookError", "open"]
 
@@ -169,6 +169,52 @@ class Workbook:
             report.files.append(self._load_file(path, explicit, format, options))
         report.seconds = time.perf_counter() - started
         return report
+
+    def load_jaeger(
+        self,
+        url: str,
+        *,
+        service: str,
+        operation: str | None = None,
+        lookback: str = "1h",
+        limit: int = 20,
+        folder: str | Path | None = None,
+        **fetch: Any,
+    ) -> LoadReport:
+        """Load the traces a running Jaeger finds (``latkit.backends.fetch_jaeger``).
+
+        The fetched files go to ``folder`` if given (and stay), else to a temporary folder.
+
+        >>> wb.load_jaeger("http://localhost:16686", service="shop", lookback="2h")
+        ... # doctest: +SKIP
+        """
+        from latkit import backends
+
+        with backends.folder_for(folder) as where:
+            backends.fetch_jaeger(url, where, service=service, operation=operation,
+                                  lookback=lookback, limit=limit, **fetch)
+            return self.load(where)
+
+    def load_tempo(
+        self,
+        url: str,
+        *,
+        query: str = "{}",
+        lookback: str = "1h",
+        limit: int = 20,
+        folder: str | Path | None = None,
+        **fetch: Any,
+    ) -> LoadReport:
+        """Load the traces a TraceQL search of Grafana Tempo finds (``backends.fetch_tempo``).
+
+        >>> wb.load_tempo("http://localhost:3200", query='{ resource.service.name = "shop" }')
+        ... # doctest: +SKIP
+        """
+        from latkit import backends
+
+        with backends.folder_for(folder) as where:
+            backends.fetch_tempo(url, where, query=query, lookback=lookback, limit=limit, **fetch)
+            return self.load(where)
 
     def _load_file(
         self, path: Path, explicit: bool, format: str | None, options: dict[str, Any]
@@ -456,7 +502,7 @@ def open(path: str | Path | None = None, read_only: bool = False) -> Workbook:
     if read_only and path is None:
         raise WorkbookError("an in-memory workbook cannot be read-only")
     try:
-        con = duckdb.connect(where, read_only=read_only)
+        con = connect(where, read_only=read_only)
     except duckdb.Error as e:
         raise WorkbookError(f"{where}: cannot open as a DuckDB workbook: {e}") from e
     _prepare(con, where, read_only)

@@ -26,6 +26,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import IO, Protocol
 
+import duckdb
 import pyarrow as pa
 
 #: Reader modules in the order their ``sniff`` is tried: the more specific first.
@@ -145,6 +146,18 @@ def detect(source: Source) -> ModuleType | None:
         if module.sniff(head):
             return module
     return None
+
+
+def connect(database: str = ":memory:", read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection that never draws a progress bar: a reader's private connection,
+    or the workbook's. Inside Jupyter without ipywidgets the bar is already off and DuckDB
+    refuses to change the setting, which is fine."""
+    con = duckdb.connect(database, read_only=read_only)
+    try:
+        con.execute("SET enable_progress_bar = false")
+    except duckdb.InvalidInputException:
+        pass
+    return con
 
 
 def excerpt(data: bytes | str, limit: int = 120) -> str:

@@ -51,6 +51,7 @@ from latkit.ingest import Rows, Source
 __all__ = [
     "ENTRIES",
     "KNOWN_PREFIXES",
+    "OVERLAP",
     "SEVERITIES",
     "Classifier",
     "Prefix",
@@ -443,6 +444,12 @@ _TEXT_PLAN_QUERY = re.compile(
 )
 
 
+#: Entries kept from one round to read the next (``Classifier``). Pairs further apart than
+#: this many entries of other sessions (a bind and its execute, a statement and its bare
+#: duration) are not joined.
+OVERLAP = 20_000
+
+
 def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
     """A private DuckDB connection with the timestamp macros (never the workbook's)."""
     con = ingest.connect()
@@ -470,7 +477,9 @@ class Classifier:
     [('queries', '0.7')]
     """
 
-    def __init__(self, derive_sessions: bool, overlap: int = 20_000, threads: int | None = None):
+    def __init__(
+        self, derive_sessions: bool, overlap: int = OVERLAP, threads: int | None = None
+    ):
         self.derive_sessions = derive_sessions
         self.overlap = overlap
         self.con = connect(threads)
