@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import altair as alt
 import polars as pl
@@ -151,4 +151,5 @@ def waterfall(spans: pl.DataFrame, critical_path: pl.DataFrame | None = None) ->
             )
         )
     height = max(120, 18 * len(order))
-    return alt.layer(*layers).properties(title="One trace", width=560, height=height)
+    chart = alt.layer(*layers).properties(title="One trace", width=560, height=height)
+    return cast(alt.LayerChart, chart)

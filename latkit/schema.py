@@ -220,6 +220,10 @@ TABLES: dict[str, str] = {
 #: Tables that readers fill (the rest are bookkeeping).
 DATA_TABLES = ("spans", "queries", "plans", "plan_nodes", "statements", "connections")
 
+#: Tables whose rows are derived from records of another table (a plan's nodes), so they
+#: count as rows added but not as records read or loaded.
+DERIVED_TABLES = ("plan_nodes",)
+
 #: SQL macros every workbook has. ``attr(attributes, 'db.statement')`` reads one attribute.
 MACROS = (
     """

@@ -51,7 +51,8 @@ class FileReport:
 
     @property
     def loaded(self) -> int:
-        return sum(self.rows.values())
+        """Records stored (rows of derived tables, such as a plan's nodes, not counted)."""
+        return sum(n for t, n in self.rows.items() if t not in schema.DERIVED_TABLES)
 
 
 @dataclass

@@ -11,7 +11,7 @@ _CAT_HTTP_CLIENT, _CAT_RPC, _CAT_DB, _CAT_CACHE, _CAT_MESSAGING = 1, 2, 3, 4, 5
 
 
 @njit(cache=True)
-def parents(trace_key, span_key, parent_key, is_root):  # type: ignore[no-untyped-def]
+def parents(trace_key, span_key, parent_key, is_root):
     """Row index of each span's parent within its trace (rows grouped by trace), or -1."""
     n = len(trace_key)
     parent = np.full(n, -1, dtype=np.int64)
@@ -42,7 +42,7 @@ def parents(trace_key, span_key, parent_key, is_root):  # type: ignore[no-untype
 
 
 @njit(cache=True)
-def children(parent, start_ns):  # type: ignore[no-untyped-def]
+def children(parent, start_ns):
     """Each span's children as linked lists: (first_child, next_sibling), -1 terminated."""
     n = len(parent)
     first_child = np.full(n, -1, dtype=np.int64)
@@ -56,7 +56,7 @@ def children(parent, start_ns):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def _self_code(node, is_entry, in_callee, category, has_callee):  # type: ignore[no-untyped-def]
+def _self_code(node, is_entry, in_callee, category, has_callee):
     if is_entry:
         return _SELF
     c = category[node]
@@ -70,7 +70,7 @@ def _self_code(node, is_entry, in_callee, category, has_callee):  # type: ignore
 
 
 @njit(cache=True)
-def partition(  # type: ignore[no-untyped-def]
+def partition(
     entries, start_ns, end_ns, category, is_server, first_child, next_sibling
 ):
     """Tile each entry span's duration with segments owned by one span each (Jaeger's walk)."""
@@ -157,7 +157,7 @@ def partition(  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def _grow(array, size):  # type: ignore[no-untyped-def]
+def _grow(array, size):
     out = np.empty(size, dtype=array.dtype)
     out[: len(array)] = array
     return out

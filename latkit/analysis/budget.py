@@ -388,7 +388,7 @@ def diff(
                 float((values > target_ms).mean()) if len(values) else None
             )
             for name in tree.BUDGET:
-                row[f"{name}_ms_{side}"] = float(part[f"{name}_ms"].mean()) if len(values) else None
+                row[f"{name}_ms_{side}"] = part[f"{name}_ms"].mean() if len(values) else None
         row.update(_bootstrap(durations["before"], durations["after"], quantile, resamples, rng))
         rows.append(row)
     return pl.DataFrame(rows)

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import IO, Protocol
+from typing import IO, Protocol, cast
 
 import duckdb
 import pyarrow as pa
@@ -101,9 +101,9 @@ class Source:
     def open(self) -> IO[bytes]:
         """The decompressed content as a binary stream."""
         if self.compression == "gzip":
-            return gzip.open(self.path, "rb")
+            return cast(IO[bytes], gzip.open(self.path, "rb"))
         if self.compression == "bz2":
-            return bz2.open(self.path, "rb")
+            return cast(IO[bytes], bz2.open(self.path, "rb"))
         if self.compression == "zstd":
             import zstandard
 

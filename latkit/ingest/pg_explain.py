@@ -226,7 +226,7 @@ def _batches(plans: list[dict[str, Any]], first_id: int) -> Iterator[Rows]:
             schema=PLANS_STAGING,
         ),
     )
-    yield Rows("plan_nodes", flatten(ids, plans))
+    yield Rows("plan_nodes", flatten(ids, plans), read=0)  # derived from the plans read
 
 
 def _documents(source: Source, text: str) -> Iterator[dict[str, Any] | Reject]:
