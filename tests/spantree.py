@@ -126,3 +126,11 @@ def add(wb: latkit.Workbook, *spans: dict[str, Any]) -> None:
     cur = wb.con.cursor()
     cur.register("_staged", staged)
     cur.execute(f"INSERT INTO spans {enrich.SPANS_SELECT}", {"source": "test", "load_id": 0})
+
+
+def cache_set(parent: dict[str, Any], start_ms: float, end_ms: float,
+              statement: str = "SETEX ? ? ?", **kw: Any) -> dict[str, Any]:
+    """A cache write span (redis-py style: the command as name, arguments masked)."""
+    return span(parent["trace_id"], statement.split()[0], start_ms, end_ms, parent=parent,
+                kind="client", service=parent["service"], db_system="redis",
+                db_statement=statement, **kw)
