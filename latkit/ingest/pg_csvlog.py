@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 
 from latkit.ingest import LoadError, Reject, Rows, Source, excerpt
-from latkit.ingest.pg_messages import Classifier, connect
+from latkit.ingest.pg_messages import OVERLAP, Classifier, connect
 
 __all__ = ["COLUMNS", "FORMAT", "read", "sniff"]
 
@@ -101,7 +101,11 @@ def _column_count(head: bytes) -> int | None:
 
 
 def read(
-    source: Source, threads: int | None = None, batch_rows: int = BATCH_ROWS, **_: object
+    source: Source,
+    threads: int | None = None,
+    batch_rows: int = BATCH_ROWS,
+    overlap: int = OVERLAP,
+    **_: object,
 ) -> Iterator[Rows | Reject]:
     """Queries, connections and auto_explain plans of a csvlog (see the module doc)."""
     count = _column_count(source.head())
@@ -121,7 +125,7 @@ def read(
         sql = _SELECT.format(query_id=query_id, newlines=newlines)
         params = {"path": str(path), "columns": dict.fromkeys(names, "VARCHAR"),
                   "compression": compression}
-        classifier = Classifier(derive_sessions=False, threads=threads)
+        classifier = Classifier(derive_sessions=False, threads=threads, overlap=overlap)
         reader = con.sql(sql, params=params).fetch_record_batch(batch_rows)
         next_line = 1
         for batch in reader:

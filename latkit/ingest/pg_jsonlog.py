@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterator
 
 from latkit.ingest import Reject, Rows, Source, excerpt
-from latkit.ingest.pg_messages import Classifier, connect, line_chunks
+from latkit.ingest.pg_messages import OVERLAP, Classifier, connect, line_chunks
 
 __all__ = ["FORMAT", "read", "sniff"]
 
@@ -70,11 +70,15 @@ def sniff(head: bytes) -> bool:
 
 
 def read(
-    source: Source, threads: int | None = None, chunk_bytes: int = CHUNK_BYTES, **_: object
+    source: Source,
+    threads: int | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+    overlap: int = OVERLAP,
+    **_: object,
 ) -> Iterator[Rows | Reject]:
     """Queries, connections and auto_explain plans of a jsonlog (see the module doc)."""
     con = connect(threads)
-    classifier = Classifier(derive_sessions=False, threads=threads)
+    classifier = Classifier(derive_sessions=False, threads=threads, overlap=overlap)
     for lines in line_chunks(source, chunk_bytes):
         con.register("_lines", lines)
         entries = con.sql(_ENTRIES).to_arrow_table()

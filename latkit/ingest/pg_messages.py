@@ -623,13 +623,18 @@ def line_chunks(source: Source, chunk_bytes: int) -> Iterator[pa.Table]:
             firsts = arr[np.minimum(starts, len(buf) - 1)]
             cont = firsts == 9
             if not eof:
-                # Keep the last two entries for the next chunk: the last may go on, and the
-                # one before may have its DETAIL in the last.
+                # The last entry may go on in the next chunk: keep it for then, and with it
+                # any DETAIL entries right before it, so that a message and its DETAIL stay
+                # in one chunk.
                 heads = np.flatnonzero(~cont)
-                if len(heads) < 3:
+                k = len(heads) - 1
+                while k > 0 and b"DETAIL:  " in buf[int(starts[heads[k]]):
+                                                     int(starts[heads[k]]) + 400]:
+                    k -= 1
+                if k < 1:
                     carry = buf
                     continue
-                keep = int(heads[-2])
+                keep = int(heads[k])
                 carry = buf[int(starts[keep]):]
                 ends, starts, cont = ends[:keep], starts[:keep], cont[:keep]
             n = len(ends)

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from latkit.ingest import LoadError, Reject, Rows, Source, excerpt
 from latkit.ingest.pg_messages import (
     KNOWN_PREFIXES,
+    OVERLAP,
     SEVERITY_RE,
     Classifier,
     Prefix,
@@ -114,6 +115,7 @@ def read(
     log_line_prefix: str | None = None,
     chunk_bytes: int = CHUNK_BYTES,
     threads: int | None = None,
+    overlap: int = OVERLAP,
     **_: object,
 ) -> Iterator[Rows | Reject]:
     """Queries, connections and auto_explain plans of a stderr log (see the module doc)."""
@@ -130,7 +132,9 @@ def read(
     con = connect(threads)
     sql = _ENTRIES.format(**_field_sql(prefix))
     params = {"pattern": prefix.pattern, "names": list(prefix.names)}
-    classifier = Classifier(derive_sessions="session_id" not in prefix.names, threads=threads)
+    classifier = Classifier(
+        derive_sessions="session_id" not in prefix.names, threads=threads, overlap=overlap
+    )
     first_unmatched: str | None = None
     for lines in line_chunks(source, chunk_bytes):
         con.register("_lines", lines)
