@@ -126,7 +126,7 @@ def read(
         params = {"path": str(path), "columns": dict.fromkeys(names, "VARCHAR"),
                   "compression": compression}
         classifier = Classifier(derive_sessions=False, threads=threads, overlap=overlap)
-        reader = con.sql(sql, params=params).fetch_record_batch(batch_rows)
+        reader = con.sql(sql, params=params).to_arrow_reader(batch_rows)
         next_line = 1
         for batch in reader:
             extra = batch.column("newlines").to_numpy(zero_copy_only=False).astype(np.int64)

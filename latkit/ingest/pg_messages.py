@@ -348,7 +348,7 @@ WITH paired AS (
     -- Only (line, pid, verb, dur) go through the windows: sorting the texts costs seconds.
     SELECT
         line, pid, verb, dur,
-        sum((verb IN ('statement', 'execute'))::INT) OVER w_before AS n_before,
+        coalesce(sum((verb IN ('statement', 'execute'))::INT) OVER w_before, 0) AS n_before,
         lead(verb) OVER w AS next_verb,
         lead(dur) OVER w AS next_dur
     FROM _c
