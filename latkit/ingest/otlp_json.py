@@ -371,15 +371,17 @@ def read(
     >>> spans = [r.batch for r in read(Source.of("spans.jsonl")) if isinstance(r, Rows)]
     ... # doctest: +SKIP
     """
-    reader = _Reader(source, chunk_bytes)
+    reader: _Reader | None = None
     try:
+        reader = _Reader(source, chunk_bytes)
         yield from _ahead(reader.items())
     except LoadError:
         raise
     except Exception as e:  # a bug or a DuckDB failure still names the file, never escapes raw
         raise LoadError(f"{source.name}: {type(e).__name__}: {e}") from e
     finally:
-        reader.close()
+        if reader is not None:
+            reader.close()
 
 
 _DONE = object()
@@ -484,10 +486,8 @@ class _Reader:
             while got < n and (part := read(n - got)):
                 parts.append(part)
                 got += len(part)
-        except Exception as e:  # gzip, bz2 and zstandard each raise their own kind
-            if not isinstance(e, OSError | EOFError | ValueError) and not type(
-                e
-            ).__module__.startswith("zstandard"):
+        except Exception as e:
+            if not _is_stream_error(e):
                 raise
             self.error = str(e) or type(e).__name__
             if not parts:
@@ -761,6 +761,13 @@ def _batched(table: pa.Table, offsets: np.ndarray) -> pa.Table:
         batches.append(table.slice(start, stop - start).combine_chunks().to_batches()[0])
         start = stop
     return pa.Table.from_batches(batches, schema=table.schema)
+
+
+def _is_stream_error(error: Exception) -> bool:
+    """Whether ``error`` is a broken compressed stream (gzip, bz2, zstandard each have theirs)."""
+    return isinstance(error, OSError | EOFError | ValueError) or type(error).__module__.startswith(
+        "zstandard"
+    )
 
 
 def _without_bom(data: bytes) -> bytes:
