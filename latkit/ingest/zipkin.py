@@ -107,7 +107,8 @@ _KINDS = tuple(k for k in SPAN_KINDS if k != "unspecified")
 #: SQL macros over a span's tags as a key/value list (``latkit.schema.KEY_VALUES``).
 OTEL_TAG_MACROS = (
     """
-    CREATE MACRO span_tag(kvs, k) AS list_extract(list_filter(kvs, lambda kv: kv.key = k), 1).value
+    CREATE MACRO span_tag(kvs, k) AS
+        list_extract(list_filter(kvs, lambda span_tag_kv: span_tag_kv.key = k), 1).value
     """,
     # An id of at most n hex digits, left-padded to n (old Jaeger and Tempo drop leading
     # zeros; Zipkin's 64-bit trace ids are padded to 128 bits); anything else is NULL.
@@ -418,7 +419,8 @@ _SQL = """
     WITH spans AS (
         SELECT line_no, unnest(
             CASE
-                WHEN starts_with(ltrim(line), '{') THEN [json_transform(line, $span)]
+                WHEN starts_with(ltrim(line), '{') THEN
+                    CASE WHEN json_exists(line, '$.traceId') THEN [json_transform(line, $span)] END
                 WHEN regexp_matches(line, '^\\s*\\[\\s*\\[') THEN flatten(json_transform(line, $traces))
                 ELSE json_transform(line, $spans)
             END
@@ -491,7 +493,7 @@ _SQL = """
                      'value': CASE WHEN span_tag(tags, 'sql.query') IS NOT NULL
                                    THEN split_part(lower(s.remoteEndpoint.serviceName), '-', 1) END}
                 ],
-                lambda kv: kv.value IS NOT NULL AND span_tag(tags, kv.key) IS NULL
+                lambda extra: extra.value IS NOT NULL AND span_tag(tags, extra.key) IS NULL
             )
         ) AS attributes,
         CASE WHEN ids.service IS NOT NULL
