@@ -3,8 +3,9 @@
 Both backends are searched first, then each trace found is fetched by id and its answer
 written, unchanged but for its line breaks, as one line of a JSON-lines file in a folder;
 ``Workbook.load`` reads that file with the Jaeger or OTLP JSON reader (one file rather than
-one per trace: a reader pass costs a few tenths of a second whatever its size). ``Workbook.load_jaeger`` and ``Workbook.load_tempo`` do both
-steps; the functions here are for keeping the files.
+one per trace: a reader pass costs a few tenths of a second whatever its size).
+``Workbook.load_jaeger`` and ``Workbook.load_tempo`` do both steps; the functions here are for
+keeping the files.
 
 >>> from latkit import backends
 >>> path = backends.fetch_jaeger("http://localhost:16686", "traces/", service="shop")

@@ -19,7 +19,9 @@ from latkit import backends
 
 FIXTURES = Path(__file__).parent / "fixtures" / "zipkin_jaeger"
 EXPECTED = json.loads((Path(__file__).parent / "fixtures/otlp/expected.json").read_text())
-JAEGER_NOT_FOUND = b'{"data":null,"total":0,"limit":0,"offset":0,"errors":[{"code":404,"msg":"trace not found"}]}'
+JAEGER_NOT_FOUND = (
+    b'{"data":null,"total":0,"limit":0,"offset":0,"errors":[{"code":404,"msg":"trace not found"}]}'
+)
 
 
 @dataclass
@@ -116,7 +118,9 @@ def test_load_jaeger_searches_then_fetches_each_trace(backend: Backend) -> None:
     assert set(wb.sql("select distinct service from spans")["service"]) == {"shop", "inventory"}
 
 
-def test_load_jaeger_keeps_the_files_in_a_folder_when_asked(backend: Backend, tmp_path: Path) -> None:
+def test_load_jaeger_keeps_the_file_in_a_folder_when_asked(
+    backend: Backend, tmp_path: Path
+) -> None:
     wb = latkit.open()
     wb.load_jaeger(backend.url, service="inventory", folder=tmp_path, progress=False)
     (kept,) = tmp_path.iterdir()
@@ -128,7 +132,8 @@ def test_load_jaeger_keeps_the_files_in_a_folder_when_asked(backend: Backend, tm
 def test_load_jaeger_names_the_services_it_knows_when_the_service_is_unknown(
     backend: Backend,
 ) -> None:
-    with pytest.raises(latkit.LoadError, match=r"no service 'billing' \(it knows: inventory, shop\)"):
+    known = r"no service 'billing' \(it knows: inventory, shop\)"
+    with pytest.raises(latkit.LoadError, match=known):
         latkit.open().load_jaeger(backend.url, service="billing", progress=False)
 
 
@@ -187,7 +192,8 @@ def test_a_server_that_cannot_be_reached_is_a_clear_error() -> None:
 
 def test_a_trace_missing_on_fetch_is_an_error_naming_it(backend: Backend) -> None:
     missing = "abc".rjust(32, "0")
-    with pytest.raises(latkit.LoadError, match=rf"/api/traces/{missing}: HTTP 404 .*trace not found"):
+    expected = rf"/api/traces/{missing}: HTTP 404 .*trace not found"
+    with pytest.raises(latkit.LoadError, match=expected):
         backends._Http(backend.url).get(f"/api/traces/{missing}")
 
 

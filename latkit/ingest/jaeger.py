@@ -120,7 +120,9 @@ _MACROS = (
     """
     CREATE MACRO jaeger_kvs(kvs) AS
         coalesce(
-            list_transform(kvs, lambda kv: {'key': kv.key, 'value': jaeger_value(kv.type, kv.value)}),
+            list_transform(
+                kvs, lambda kv: {'key': kv.key, 'value': jaeger_value(kv.type, kv.value)}
+            ),
             []
         )
     """,

@@ -339,7 +339,8 @@ def _query_good_lines(
             parts.append(_query(con, query, one))
         except duckdb.Error as e:
             line_no, line = one["line_no"][0].as_py(), one["line"][0].as_py()
-            rejects.append(Reject(f"line {_error_line(line_no, line, e)}", _short(e), excerpt(line)))
+            position = f"line {_error_line(line_no, line, e)}"
+            rejects.append(Reject(position, _short(e), excerpt(line)))
     return pa.concat_tables(parts) if parts else None
 
 
@@ -421,7 +422,8 @@ _SQL = """
             CASE
                 WHEN starts_with(ltrim(line), '{') THEN
                     CASE WHEN json_exists(line, '$.traceId') THEN [json_transform(line, $span)] END
-                WHEN regexp_matches(line, '^\\s*\\[\\s*\\[') THEN flatten(json_transform(line, $traces))
+                WHEN regexp_matches(line, '^\\s*\\[\\s*\\[')
+                    THEN flatten(json_transform(line, $traces))
                 ELSE json_transform(line, $spans)
             END
         ) AS s

@@ -180,7 +180,8 @@ def test_a_compressed_file_reads_like_the_plain_one(tmp_path: Path) -> None:
 
 
 def test_reading_in_small_chunks_gives_the_same_spans(tmp_path: Path) -> None:
-    lines = "".join(json.dumps([s]) + "\n" for s in json.loads((FIXTURES / "zipkin.json").read_text()))
+    spans = json.loads((FIXTURES / "zipkin.json").read_text())
+    lines = "".join(json.dumps([s]) + "\n" for s in spans)
     path = tmp_path / "spans.jsonl"
     path.write_text(lines)
     items = list(zipkin.read(Source.of(path), chunk_bytes=1024))
