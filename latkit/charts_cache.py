@@ -96,13 +96,13 @@ def size_curve(curve: pl.DataFrame) -> alt.LayerChart:
     and rules at the hit rate observed and at the ceiling of an infinite cache.
     ``curve`` is ``cache.size_curve(wb)``."""
     data = curve.filter(pl.col("cache_size").is_not_null())
-    series = [data.select("cache_size", "hit_rate").with_columns(
-        pl.lit("LRU, values never expire").alias("model"))]
+    models = ["LRU, values never expire"]
+    series = [data.select("cache_size", "hit_rate").with_columns(pl.lit(models[0]).alias("model"))]
     if data["hit_rate_ttl"].drop_nulls().len():
-        ttl = data["ttl_s"].drop_nulls()[0]
+        models.append(f"LRU, values expire after {data['ttl_s'].drop_nulls()[0]:.3g} s")
         series.append(
             data.select("cache_size", pl.col("hit_rate_ttl").alias("hit_rate")).with_columns(
-                pl.lit(f"LRU, values expire after {ttl:.3g} s").alias("model"))
+                pl.lit(models[1]).alias("model"))
         )
     long = pl.concat(series)
     lines = (
@@ -113,7 +113,7 @@ def size_curve(curve: pl.DataFrame) -> alt.LayerChart:
             y=alt.Y("hit_rate:Q", title="hit rate", axis=alt.Axis(format="%"),
                     scale=alt.Scale(domain=[0, 1])),
             color=alt.Color("model:N", title=None,
-                            scale=alt.Scale(range=["#4c78a8", "#f58518"])),
+                            scale=alt.Scale(domain=models, range=["#4c78a8", "#f58518"])),
             tooltip=["model", "cache_size", alt.Tooltip("hit_rate:Q", format=".1%")],
         )
     )

@@ -265,9 +265,12 @@ def hit_rates(wb: Workbook, by: str = "key_pattern") -> pl.DataFrame:
     hits + misses), ``inferred`` (lookups whose hit was inferred), ``lookup_ms_hit,
     lookup_ms_miss`` (mean read time), ``fill_ms`` (mean database time of a miss),
     ``request_p50_ms_hit, request_p50_ms_miss, request_p95_ms_hit, request_p95_ms_miss``
-    (latency of the requests the lookups served), ``saved_ms``: the database time the hits
-    avoided minus what the cache itself cost (every read, and the writes after misses),
-    against the same requests with no cache at all. Sorted by lookups, most first.
+    (latency of the requests the lookups served), ``saved_ms`` (what the hits saved their
+    requests against no cache at all: per hit, the mean latency of a request that missed,
+    filled and wrote, less its read and write, minus the mean latency of one that hit),
+    ``miss_cost_ms`` (what the misses spent on the cache for nothing: their reads and
+    writes), ``net_saved_ms`` (the difference: negative when the cache costs more time than
+    it saves). Means, not medians, since these are totals. Sorted by lookups, most first.
 
     >>> cache.hit_rates(wb, by="route")
     """
@@ -300,9 +303,17 @@ def hit_rates(wb: Workbook, by: str = "key_pattern") -> pl.DataFrame:
                quantile_cont(request_ms, 0.50) FILTER (NOT hit) AS request_p50_ms_miss,
                quantile_cont(request_ms, 0.95) FILTER (hit) AS request_p95_ms_hit,
                quantile_cont(request_ms, 0.95) FILTER (NOT hit) AS request_p95_ms_miss,
-               -- (fill_ms is also a column of lookups: spell the aggregate out again)
-               hits * avg(fill_ms) FILTER (NOT hit) - sum(duration_ms)
-                   - coalesce(sum(write_ms) FILTER (NOT hit), 0) AS saved_ms
+               -- Without the cache, a hit's request would have been a filled request minus
+               -- its cache calls: compare with the misses that filled and wrote (all misses
+               -- when no write was traced).
+               hits * (
+                   coalesce(avg(request_ms - duration_ms - write_ms) FILTER (NOT hit),
+                            avg(request_ms - duration_ms) FILTER (NOT hit))
+                   - avg(request_ms) FILTER (hit)
+               ) AS saved_ms,
+               coalesce(sum(duration_ms) FILTER (NOT hit), 0)
+                   + coalesce(sum(write_ms) FILTER (NOT hit), 0) AS miss_cost_ms,
+               saved_ms - miss_cost_ms AS net_saved_ms
         FROM lookups
         GROUP BY ALL
         ORDER BY {order}
@@ -744,8 +755,8 @@ def staleness(wb: Workbook, ttl_s: float | None = None) -> pl.DataFrame:
                coalesce(c.writes_traced, 0) AS writes_traced,
                coalesce(c.writes_logged, 0) AS writes_logged,
                t.observed_min,
-               greatest(writes_traced, writes_logged) / nullif(t.observed_min, 0)
-                   AS writes_per_min,
+               greatest(coalesce(c.writes_traced, 0), coalesce(c.writes_logged, 0))
+                   / nullif(t.observed_min, 0) AS writes_per_min,
                CASE WHEN p.ttl_s IS NULL THEN NULL
                     ELSE coalesce(h.hits_after_write, 0) END AS hits_after_write,
                hits_after_write / nullif(p.hits, 0) AS stale_hit_share
