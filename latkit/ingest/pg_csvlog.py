@@ -83,6 +83,15 @@ FROM read_csv(
 """
 
 
+# DuckDB reports a short record once per missing column: one reject per record.
+_REJECTS = """
+SELECT line, arg_min(csv_line, column_idx), arg_min(error_message, column_idx)
+FROM reject_errors
+GROUP BY line
+ORDER BY line
+"""
+
+
 def sniff(head: bytes) -> bool:
     """A CSV whose first field is a PostgreSQL timestamp and whose first record has a csvlog
     column count."""
@@ -137,9 +146,7 @@ def read(
             entries = entries.append_column("line", pa.array(starts, pa.int64()))
             yield from classifier.feed(entries)
         yield from classifier.close()
-        for line, text, why in con.sql(
-            "SELECT line, csv_line, error_message FROM reject_errors ORDER BY line"
-        ).fetchall():
+        for line, text, why in con.sql(_REJECTS).fetchall():
             yield Reject(f"line {line}", f"not a csvlog record: {why.splitlines()[0]}",
                          excerpt(text or ""))
 
