@@ -759,7 +759,9 @@ def staleness(wb: Workbook, ttl_s: float | None = None) -> pl.DataFrame:
                    / nullif(t.observed_min, 0) AS writes_per_min,
                CASE WHEN p.ttl_s IS NULL THEN NULL
                     ELSE coalesce(h.hits_after_write, 0) END AS hits_after_write,
-               hits_after_write / nullif(p.hits, 0) AS stale_hit_share
+               CASE WHEN p.ttl_s IS NULL THEN NULL
+                    ELSE coalesce(h.hits_after_write, 0) / nullif(p.hits, 0) END
+                   AS stale_hit_share
         FROM per_pattern AS p
         CROSS JOIN span_of_time AS t
         LEFT JOIN write_counts AS c ON c.key_pattern IS NOT DISTINCT FROM p.key_pattern

@@ -282,6 +282,7 @@ def test_staleness_with_no_writes_reports_zero_not_nothing() -> None:
     row = cache.staleness(workbook(*_ttl_stream())).row(0, named=True)
     assert (row["writes_traced"], row["writes_logged"], row["hits_after_write"]) == (0, 0, 0)
     assert row["writes_per_min"] == 0
+    assert row["stale_hit_share"] == 0
 
 
 # -- chart builders (to move to tests/test_charts.py with them) ------------------------------
