@@ -341,7 +341,9 @@ def edges(wb: Workbook) -> pl.DataFrame:
                    c.status = 'error' AS is_error,
                    c.duration_ms AS client_ms,
                    s.duration_ms AS server_ms,
-                   greatest(c.duration_ms - s.duration_ms, 0) AS gap_ms,
+                   -- greatest() skips NULLs, so an untraced call needs the CASE to keep its NULL
+                   CASE WHEN s.span_id IS NOT NULL
+                        THEN greatest(c.duration_ms - s.duration_ms, 0) END AS gap_ms,
                    coalesce({_PROTOCOL.format(a="s.attributes")},
                             {_PROTOCOL.format(a="c.attributes")}) AS protocol,
                    {_CONNECTION.format(a="s.attributes")} AS connection
