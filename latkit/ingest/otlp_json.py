@@ -6,7 +6,8 @@ Reads what the OTLP/JSON encoding allows and what Grafana Tempo's trace-by-id AP
   per line (the Collector's file exporter) or one per file, pretty-printed or not;
 - Tempo's ``{"batches": [...]}`` (older versions, whose entries may still say
   ``instrumentationLibrarySpans`` / ``instrumentationLibrary``), ``{"resourceSpans": [...]}``
-  and v2's ``{"trace": {"resourceSpans": [...]}}``;
+  and v2's ``{"trace": {"resourceSpans": [...]}}``; Jaeger API v3's
+  ``{"result": {"resourceSpans": [...]}}``, one per line when streamed;
 - ids as hex (OTLP/JSON) or base64 (the plain protobuf JSON mapping, as older Tempo prints them),
   64-bit integers as strings or numbers, enums as integers or names (``"SPAN_KIND_SERVER"``),
   lowerCamelCase keys or snake_case ones (``preserving_proto_field_name``).
@@ -78,8 +79,10 @@ BATCH_BYTES = 1024 * 1024
 
 # --- sniffing -------------------------------------------------------------------------------
 
-_TOP_KEYS = rb'"(?:resourceSpans|resource_spans|batches|trace)"'
-_FIRST_KEY = re.compile(rb"\A(?:\xef\xbb\xbf)?\s*\{\s*" + _TOP_KEYS + rb"\s*:\s*[\[{]")
+#: A document that starts with resourceSpans is OTLP even when it holds no span. Wrappers
+#: (``batches``, ``trace``, ``result``) are claimed only with OTLP containers inside them:
+#: a key as common as ``result`` is no evidence on its own.
+_FIRST_KEY = re.compile(rb'\A(?:\xef\xbb\xbf)?\s*\{\s*"(?:resourceSpans|resource_spans)"\s*:\s*\[')
 _CONTAINERS = re.compile(
     rb'"(?:resourceSpans|resource_spans|scopeSpans|scope_spans|instrumentationLibrarySpans'
     rb'|instrumentation_library_spans)"\s*:'
@@ -138,7 +141,11 @@ _RESOURCE_SPANS = {"resource": {"attributes": _ATTRIBUTES}, "scopeSpans": [_SCOP
 #: The explicit type for ``json_transform`` (auto-detection misreads OTLP: see NOTES.md).
 #: Tempo v1's keys and snake_case ones are renamed to these before parsing.
 OTLP_TYPE = json.dumps(
-    {"resourceSpans": [_RESOURCE_SPANS], "trace": {"resourceSpans": [_RESOURCE_SPANS]}},
+    {
+        "resourceSpans": [_RESOURCE_SPANS],
+        "trace": {"resourceSpans": [_RESOURCE_SPANS]},
+        "result": {"resourceSpans": [_RESOURCE_SPANS]},
+    },
     separators=(",", ":"),
 )
 
@@ -273,14 +280,26 @@ _SPANS_TEMPLATE = """
     FROM spans
 """
 _SPANS_SQL = _SPANS_TEMPLATE.format(resource_spans="d.resourceSpans")
-_TEMPO_V2_SQL = _SPANS_TEMPLATE.format(resource_spans="d.trace.resourceSpans")
+#: Documents that wrap OTLP in one more object: Tempo v2's ``{"trace": ...}`` and Jaeger API
+#: v3's ``{"result": ...}``: the key, and the query that reads below it.
+_WRAPPERS = {
+    key: (
+        re.compile(rb'"' + key.encode() + rb'"\s*:\s*\{'),
+        _SPANS_TEMPLATE.format(resource_spans=f"d.{key}.resourceSpans"),
+    )
+    for key in ("trace", "result")
+}
 
 #: Which of the given lines are not OTLP traces documents at all (they gave no span).
 _NOT_OTLP_SQL = """
     SELECT line_no, line
     FROM chunk
     WHERE json_type(line) <> 'OBJECT'
-       OR NOT (json_exists(line, '$.resourceSpans') OR json_exists(line, '$.trace.resourceSpans'))
+       OR NOT (
+            json_exists(line, '$.resourceSpans')
+            OR json_exists(line, '$.trace.resourceSpans')
+            OR json_exists(line, '$.result.resourceSpans')
+       )
     ORDER BY line_no
 """
 
@@ -349,7 +368,6 @@ _RENAMES = {
 _RENAME_KEYS = re.compile(rb'(?<!\\)"(' + b"|".join(_RENAMES) + rb')"(?=\s*:)')
 #: Cheap substring tests that tell whether a chunk may need ``_rename_keys`` at all.
 _RENAME_HINTS = (b'_spans"', b'"batches"', b'"instrumentationLibrary')
-_TEMPO_V2 = re.compile(rb'"trace"\s*:\s*\{')
 
 
 def _rename_keys(data: bytes) -> bytes:
@@ -609,9 +627,10 @@ class _Reader:
 
         first_pass, table = self._spans(_SPANS_SQL, table, rejects, whole)
         parts = [first_pass]
-        tempo_v2 = _heads_have(data, offsets, (b'"trace"',))
-        if table.num_rows and tempo_v2 and _TEMPO_V2.search(data, 0, end):
-            parts.append(self._spans(_TEMPO_V2_SQL, table, rejects, whole)[0])
+        for key, (pattern, sql) in _WRAPPERS.items():
+            wrapped = _heads_have(data, offsets, (b'"' + key.encode() + b'"',))
+            if table.num_rows and wrapped and pattern.search(data, 0, end):
+                parts.append(self._spans(sql, table, rejects, whole)[0])
         found = [p for p in parts if p is not None]
         spans = pa.concat_tables(found) if len(found) > 1 else found[0] if found else None
         rejects += self._not_otlp(table, spans)
@@ -686,7 +705,7 @@ class _Reader:
         return [
             _reject(
                 line_no,
-                "not an OTLP traces document (no resourceSpans, batches or trace)",
+                "not an OTLP traces document (no resourceSpans, batches, trace or result)",
                 line.encode(),
             )
             for line_no, line in self._rows(_NOT_OTLP_SQL, table)

@@ -447,3 +447,21 @@ def test_stopping_early_closes_the_reader() -> None:
     first = next(items)
     assert isinstance(first, Rows)
     items.close()  # the background thread stops; nothing leaks a warning
+
+
+def test_jaeger_v3_result_wrapper_reads_like_the_collector_lines(
+    reference: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    path = FIXTURES.parent / "zipkin_jaeger" / "jaeger_v3.json"
+    if not path.exists():
+        pytest.skip("tests/fixtures/make_zipkin_jaeger.py has not written jaeger_v3.json")
+    assert otlp_json.sniff(Source.of(path).head())
+    table, rejects, _ = read_all(path)
+    assert rejects == [] and table.num_rows > 0
+    got = {k: comparable(v) for k, v in by_id(table).items()}
+    assert got == {k: reference[k] for k in got}
+
+
+def test_a_common_wrapper_key_alone_is_not_claimed() -> None:
+    assert not otlp_json.sniff(b'{"result": {"rows": [1, 2, 3]}}')
+    assert not otlp_json.sniff(b'{"trace": {"id": "abc"}}')
