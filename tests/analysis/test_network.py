@@ -149,3 +149,20 @@ def test_rtt_table_lists_each_pair() -> None:
     assert frame["destination"].to_list() == ["sa-east-1", "ap-southeast-1"]
     assert frame["min_rtt_ms"][0] == 0
     assert frame["min_rtt_ms"][1] == pytest.approx(network.min_rtt_ms("Singapore", "São Paulo"))
+
+
+def test_chart_builders_encode_the_frames_columns() -> None:
+    # Chart specs (charts_network is to be merged into latkit.charts).
+    from latkit import charts_network
+
+    spans = []
+    for i in range(3):
+        spans += _call(str(i), i * 100.0, client_ms=12, server_ms=10)
+    spec = charts_network.edge_percentiles(network.edges(workbook(*spans))).to_dict()
+    assert spec["mark"]["type"] == "bar"
+    assert spec["encoding"]["x"]["field"] == "ms"
+    assert spec["encoding"]["yOffset"]["field"] == "part"
+    table = network.rtt_table(["São Paulo"], ["sa-east-1", "ap-southeast-1"])
+    layered = charts_network.rtt_floors(table, measured_ms=280).to_dict()
+    assert [layer["mark"]["type"] for layer in layered["layer"]] == ["bar", "text", "rule"]
+    assert layered["layer"][0]["encoding"]["x"]["field"] == "min_rtt_ms"
