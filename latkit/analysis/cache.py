@@ -540,9 +540,10 @@ def size_curve(
     once; ``cache_size`` counts entries. Keys that were never stored (no hit, no write after a
     miss: ids that do not exist) always miss and take no room. ``hit_rate_ttl`` simulates the
     same LRU with values expiring ``ttl_s`` after they were written (given, or estimated by
-    :func:`ttl_estimate`; NULL when neither), so the gap between ``hit_rate`` and
-    ``hit_rate_ttl`` is what the TTL costs. Columns: ``cache_size, hit_rate, hit_rate_ttl,
-    ttl_s, lookups, keys`` (distinct stored keys), ``observed_hit_rate`` (what the cache
+    :func:`ttl_estimate`, the longest when several patterns share the stream; NULL when
+    neither), so the gap between ``hit_rate`` and ``hit_rate_ttl`` is what the TTL costs.
+    Columns: ``cache_size, hit_rate, hit_rate_ttl, ttl_s, lookups, keys`` (distinct stored
+    keys), ``observed_hit_rate`` (what the cache
     really did on these lookups), ``ceiling`` (an infinite cache with no expiry), ``note``
     (lookups left out for lack of a key; a single row of NULLs and the reason when no lookup
     has a key: keys are never invented). Sorted by ``cache_size``.
@@ -569,13 +570,14 @@ def size_curve(
     )
     keyed = keyed.with_columns(code=pl.col("key").rank("dense").cast(pl.Int64) - 1)
     codes = keyed["code"].to_numpy()
+    # A key is stored if it ever hit or was written after a miss.
     stored = (
         keyed.group_by("code")
-        .agg(((pl.col("hit") == True) | pl.col("write_start_ns").is_not_null()).any())  # noqa: E712
-        .sort("code")
+        .agg((pl.col("hit").fill_null(False) | pl.col("write_start_ns").is_not_null())
+             .any().alias("stored"))
     )
     cacheable = np.zeros(int(codes.max()) + 1, dtype=bool)
-    cacheable[stored["code"].to_numpy()] = stored["hit"].fill_null(False).to_numpy()
+    cacheable[stored["code"].to_numpy()] = stored["stored"].to_numpy()
     distances = _jit(_stack_distances)(codes, cacheable)
     n_keys = int(cacheable.sum())
     if sizes is None:
