@@ -543,10 +543,10 @@ def size_curve(
     :func:`ttl_estimate`, the longest when several patterns share the stream; NULL when
     neither), so the gap between ``hit_rate`` and ``hit_rate_ttl`` is what the TTL costs.
     Columns: ``cache_size, hit_rate, hit_rate_ttl, ttl_s, lookups, keys`` (distinct stored
-    keys), ``observed_hit_rate`` (what the cache
-    really did on these lookups), ``ceiling`` (an infinite cache with no expiry), ``note``
-    (lookups left out for lack of a key; a single row of NULLs and the reason when no lookup
-    has a key: keys are never invented). Sorted by ``cache_size``.
+    keys), ``observed_hit_rate`` (what the cache really did on these lookups), ``ceiling``
+    (an infinite cache with no expiry), ``note`` (lookups left out for lack of a key; a
+    single row of NULLs and the reason when no lookup has a key: keys are never invented).
+    Sorted by ``cache_size``.
 
     >>> cache.size_curve(wb, "product:{id}").filter(pl.col("cache_size") >= 1000).head(1)
     """
