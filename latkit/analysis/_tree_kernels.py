@@ -70,11 +70,14 @@ def _self_code(node, is_entry, in_callee, category, has_callee):
 
 
 @njit(cache=True)
-def partition(
-    entries, start_ns, end_ns, category, is_server, first_child, next_sibling
-):
-    """Tile each entry span's duration with segments owned by one span each (Jaeger's walk)."""
-    cap = max(16, 4 * len(entries))
+def partition(entries, start_ns, end_ns, category, is_server, first_child, next_sibling, emit):
+    """Tile each entry span's duration with segments owned by one span each (Jaeger's walk).
+
+    Returns the segments (only when ``emit``; the budget needs only the totals) and, per
+    entry, the nanoseconds of each budget category.
+    """
+    totals = np.zeros((len(entries), 5), dtype=np.int64)
+    cap = max(16, 4 * len(entries)) if emit else 0
     seg_entry = np.empty(cap, dtype=np.int64)
     seg_span = np.empty(cap, dtype=np.int64)
     seg_start = np.empty(cap, dtype=np.int64)
@@ -121,6 +124,8 @@ def partition(
                     c = next_sibling[c]
                 seg_from = a if best == -1 else best_end
                 if seg_from < t:
+                    totals[e, code] += t - seg_from
+                if emit and seg_from < t:
                     if used == cap:
                         cap *= 2
                         seg_entry = _grow(seg_entry, cap)
@@ -153,6 +158,7 @@ def partition(
         seg_start[:used].copy(),
         seg_end[:used].copy(),
         seg_budget[:used].copy(),
+        totals,
     )
 
 

@@ -128,36 +128,14 @@ def per_request(wb: Workbook, service: str | None = None, route: str | None = No
 
     Columns: ``trace_id, span_id, service, route, duration_ms``, then one column per budget
     category in milliseconds (``self_ms, db_ms, cache_ms, http_client_ms, network_ms``),
-    which add up to ``duration_ms``.
+    which add up to ``duration_ms``. In the order the requests started.
     """
-    spans = tree.load(wb.con)
-    entries = np.flatnonzero(spans.is_server)
-    seg_entry, _, seg_start, seg_end, seg_budget = tree.partition(spans, entries)
-    n = len(entries)
-    width = len(tree.BUDGET)
-    totals = np.bincount(
-        seg_entry * width + seg_budget.astype(np.int64),
-        weights=(seg_end - seg_start).astype(np.float64),
-        minlength=n * width,
-    ).reshape(n, width)
-    frame = pa.table(
-        {"span_row": spans.span_row[entries]}
-        | {f"{name}_ms": totals[:, i] / 1e6 for i, name in enumerate(tree.BUDGET)}
+    cur, relation, params = _per_request(wb, service, route)
+    return (
+        cur.sql(f"SELECT * FROM {relation} ORDER BY start_ns, trace_id, span_id", params=params)
+        .pl()
+        .drop("start_ns")
     )
-    cur = wb.con.cursor()
-    cur.register("_per_request", frame)
-    filters, params = _filters(service, route)
-    return cur.sql(
-        f"""
-        SELECT s.trace_id, s.span_id, s.service, s.route, s.duration_ms,
-               p.* EXCLUDE (span_row)
-        FROM _per_request AS p
-        JOIN spans AS s ON s.rowid = p.span_row
-        {filters}
-        ORDER BY s.start_ns, s.trace_id, s.span_id
-        """,
-        params=params,
-    ).pl()
 
 
 def breakdown(wb: Workbook, service: str | None = None, route: str | None = None) -> pl.DataFrame:
@@ -169,27 +147,49 @@ def breakdown(wb: Workbook, service: str | None = None, route: str | None = None
 
     >>> budget.breakdown(wb, route="/orders/{id}")
     """
-    frame = per_request(wb, service, route)
-    long = frame.unpivot(
-        index=["service", "route", "trace_id", "span_id"],
-        on=[f"{name}_ms" for name in tree.BUDGET],
-        variable_name="category",
-        value_name="ms",
-    ).with_columns(pl.col("category").str.strip_suffix("_ms"))
-    cur = wb.con.cursor()
-    cur.register("_long", long.to_arrow())
+    cur, relation, params = _per_request(wb, service, route)
+    columns = ", ".join(f"{name}_ms AS {name}" for name in tree.BUDGET)
     return cur.sql(
-        """
+        f"""
+        WITH long AS (
+            UNPIVOT (SELECT service, route, {columns} FROM {relation})
+            ON {", ".join(tree.BUDGET)} INTO NAME category VALUE ms
+        )
         SELECT service, route, category,
                count(*) AS requests,
                avg(ms) AS mean_ms,
                quantile_cont(ms, 0.95) AS p95_ms,
                sum(ms) / nullif(sum(sum(ms)) OVER (PARTITION BY service, route), 0) AS share
-        FROM _long
+        FROM long
         GROUP BY service, route, category
         ORDER BY service, route, share DESC, category
-        """
+        """,
+        params=params,
     ).pl()
+
+
+def _per_request(
+    wb: Workbook, service: str | None, route: str | None
+) -> tuple[Any, str, dict[str, Any]]:
+    """A cursor with each request's budget registered, and the SQL relation that reads it."""
+    spans = tree.load(wb.con)
+    entries = np.flatnonzero(spans.is_server)
+    totals = tree.budget_totals(spans, entries)
+    frame = pa.table(
+        {"span_row": spans.span_row[entries]}
+        | {f"{name}_ms": totals[:, i] / 1e6 for i, name in enumerate(tree.BUDGET)}
+    )
+    cur = wb.con.cursor()
+    cur.register("_per_request", frame)
+    filters, params = _filters(service, route)
+    relation = f"""(
+        SELECT s.trace_id, s.span_id, s.service, s.route, s.duration_ms, s.start_ns,
+               p.* EXCLUDE (span_row)
+        FROM _per_request AS p
+        JOIN spans AS s ON s.rowid = p.span_row
+        {filters}
+    )"""
+    return cur, relation, params
 
 
 def critical_path(wb: Workbook, trace_id: str) -> pl.DataFrame:

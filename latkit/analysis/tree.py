@@ -101,6 +101,16 @@ def partition(spans: SpanArrays, entries: np.ndarray) -> tuple[np.ndarray, ...]:
     ``span`` (row in ``spans`` owning the segment), ``start_ns``, ``end_ns`` and ``budget``
     (a code into ``BUDGET``). The segments of one entry tile its whole duration.
     """
+    return _walk(spans, entries, emit=True)[:5]
+
+
+def budget_totals(spans: SpanArrays, entries: np.ndarray) -> np.ndarray:
+    """Per entry span, the nanoseconds of each ``BUDGET`` category (an ``n x 5`` array):
+    the partition summed, without materialising its segments."""
+    return np.asarray(_walk(spans, entries, emit=False)[5])
+
+
+def _walk(spans: SpanArrays, entries: np.ndarray, emit: bool) -> tuple[np.ndarray, ...]:
     kernels = _kernels()
     first_child, next_sibling = kernels.children(spans.parent, spans.start_ns)
     return tuple(
@@ -112,6 +122,7 @@ def partition(spans: SpanArrays, entries: np.ndarray) -> tuple[np.ndarray, ...]:
             spans.is_server,
             first_child,
             next_sibling,
+            emit,
         )
     )
 
