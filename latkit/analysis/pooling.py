@@ -131,10 +131,10 @@ def sessions(wb: Workbook, few_statements: int = 3) -> pl.DataFrame:
                   FROM s GROUP BY ALL)
             GROUP BY ALL
         )
-        SELECT application, user_name, database,
+        SELECT s.application, s.user_name, s.database,
                count(*) AS sessions,
                count(*) / any_value(window_min.m) AS sessions_per_minute,
-               any_value(peaks.peak_per_minute) AS peak_per_minute,
+               any_value(p.peak_per_minute) AS peak_per_minute,
                quantile_cont(session_ms, 0.50) AS session_p50_ms,
                quantile_cont(session_ms, 0.95) AS session_p95_ms,
                max(session_ms) AS session_max_ms,
@@ -147,9 +147,13 @@ def sessions(wb: Workbook, few_statements: int = 3) -> pl.DataFrame:
                quantile_cont(first_statement_ms, 0.50) AS first_statement_p50_ms,
                quantile_cont(first_statement_ms, 0.95) AS first_statement_p95_ms
         FROM s
-        JOIN peaks USING (application, user_name, database), window_min
-        GROUP BY application, user_name, database
-        ORDER BY sessions DESC, application, user_name, database
+        JOIN peaks AS p
+          ON p.application IS NOT DISTINCT FROM s.application
+         AND p.user_name IS NOT DISTINCT FROM s.user_name
+         AND p.database IS NOT DISTINCT FROM s.database,
+        window_min
+        GROUP BY s.application, s.user_name, s.database
+        ORDER BY sessions DESC, s.application, s.user_name, s.database
         """,
         {"few": few_statements},
     )
@@ -223,27 +227,29 @@ def setup_gaps(wb: Workbook) -> pl.DataFrame:
     return cur.sql(f"{_GAPS} ORDER BY e.start_ns, e.trace_id, e.span_id").pl()
 
 
-_NO_POOL_COLUMNS = {
-    "source": pl.String,
-    "service": pl.String,
-    "route": pl.String,
-    "application": pl.String,
-    "user_name": pl.String,
-    "database": pl.String,
-    "requests": pl.Int64,
-    "sessions": pl.Int64,
-    "short_sessions": pl.Int64,
-    "setup_p50_ms": pl.Float64,
-    "setup_p99_ms": pl.Float64,
-    "baseline_ms": pl.Float64,
-    "consistent_share": pl.Float64,
-    "saved_ms": pl.Float64,
-    "p50_ms": pl.Float64,
-    "p99_ms": pl.Float64,
-    "p50_pooled_ms": pl.Float64,
-    "p99_pooled_ms": pl.Float64,
-    "evidence": pl.String,
-}
+_NO_POOL_COLUMNS = pl.Schema(
+    {
+        "source": pl.String(),
+        "service": pl.String(),
+        "route": pl.String(),
+        "application": pl.String(),
+        "user_name": pl.String(),
+        "database": pl.String(),
+        "requests": pl.Int64(),
+        "sessions": pl.Int64(),
+        "short_sessions": pl.Int64(),
+        "setup_p50_ms": pl.Float64(),
+        "setup_p99_ms": pl.Float64(),
+        "baseline_ms": pl.Float64(),
+        "consistent_share": pl.Float64(),
+        "saved_ms": pl.Float64(),
+        "p50_ms": pl.Float64(),
+        "p99_ms": pl.Float64(),
+        "p50_pooled_ms": pl.Float64(),
+        "p99_pooled_ms": pl.Float64(),
+        "evidence": pl.String(),
+    }
+)
 
 
 def no_pool(
@@ -288,7 +294,7 @@ def no_pool(
         _no_pool_logs(wb, few_statements, min_sessions),
     ]
     return (
-        pl.concat([f.select(list(_NO_POOL_COLUMNS)).cast(_NO_POOL_COLUMNS) for f in frames])
+        pl.concat([f.select(_NO_POOL_COLUMNS.names()).cast(_NO_POOL_COLUMNS) for f in frames])
         .sort(["saved_ms", "source"], descending=[True, False], nulls_last=True)
     )
 
@@ -415,9 +421,8 @@ def in_flight(wb: Workbook) -> pl.DataFrame:
     starts = frame["start_ns"].to_numpy()
     ends = frame["end_ns"].to_numpy()
     # Rows are sorted by service: each service is one contiguous slice.
-    bounds = np.flatnonzero(np.r_[True, services[1:] != services[:-1], True]) if len(
-        services
-    ) else np.zeros(1, np.int64)
+    changes = np.flatnonzero(services[1:] != services[:-1]) + 1
+    bounds = [0, *changes.tolist(), len(services)] if len(services) else [0]
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
         s, e = starts[lo:hi], np.sort(ends[lo:hi])
         # Started at or before this start, minus those that had already ended by then.

@@ -24,7 +24,7 @@ def _session(
     authorized_ms: float | None,
     statements: list[tuple[float, float]],
     session_ms: float | None,
-    application: str = "app",
+    application: str | None = "app",
 ) -> None:
     """One session: connection events and statements (end time, duration), times in ms."""
     def ns(ms: float) -> int:
@@ -45,7 +45,7 @@ def _session(
             "database": "d",
             "session_ms": [s for _, _, s in events],
         },
-        schema_overrides={"session_ms": pl.Float64},
+        schema_overrides={"session_ms": pl.Float64, "application": pl.String},
     )
     queries = pl.DataFrame(
         {
@@ -55,7 +55,8 @@ def _session(
             "session_id": session,
             "application": application,
         },
-        schema_overrides={"ts_ns": pl.Int64, "duration_ms": pl.Float64},
+        schema_overrides={"ts_ns": pl.Int64, "duration_ms": pl.Float64,
+                          "application": pl.String},
     )
     cur = wb.con.cursor()
     cur.register("_c", conns.to_arrow())
@@ -96,6 +97,15 @@ def test_sessions_summarise_per_application() -> None:
     assert cron["authorized_p50_ms"] == pytest.approx(2)
     assert cron["first_statement_p50_ms"] == pytest.approx(9)
     assert (web["sessions"], web["statements_max"], web["short_sessions"]) == (1, 100, 0)
+
+
+def test_sessions_without_application_name_are_a_group_too() -> None:
+    wb = latkit.open()
+    for i in range(3):
+        _session(wb, f"s{i}", i * 100.0, authorized_ms=i * 100.0 + 1, statements=[],
+                 session_ms=5, application=None)
+    [row] = pooling.sessions(wb).rows(named=True)
+    assert (row["application"], row["sessions"], row["peak_per_minute"]) == (None, 3, 3)
 
 
 def test_logs_flag_many_short_sessions_but_not_a_pool() -> None:
