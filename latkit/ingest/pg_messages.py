@@ -245,45 +245,47 @@ WITH d AS (
     SELECT
         *,
         starts_with(message, 'duration: ') AS has_dur,
-        CASE WHEN starts_with(message, 'duration: ') THEN strpos(message, ' ms') END AS ms_at
+        -- where the message goes on after "duration: 1.2 ms  " (1 without a duration);
+        -- positions, not substrings: copying every statement twice costs more than parsing
+        CASE WHEN starts_with(message, 'duration: ') THEN strpos(message, ' ms') + 5 ELSE 1
+        END AS pos
     FROM _t
     WHERE severity = 'LOG'
-), r AS (
-    SELECT
-        *,
-        CASE WHEN has_dur THEN try_cast(message[11:ms_at - 1] AS DOUBLE) END AS dur,
-        CASE WHEN has_dur THEN message[ms_at + 5:] ELSE message END AS rest
-    FROM d
 ), v AS (
     SELECT
         *,
         CASE
-            WHEN starts_with(rest, 'statement: ') THEN 'statement'
-            WHEN starts_with(rest, 'execute ') THEN 'execute'
-            WHEN has_dur AND starts_with(rest, 'parse ') THEN 'parse'
-            WHEN has_dur AND starts_with(rest, 'bind ') THEN 'bind'
-            WHEN has_dur AND starts_with(rest, 'plan:') THEN 'plan'
-            WHEN has_dur AND rest = '' THEN 'duration'
-        END AS verb
-    FROM r
+            WHEN substr(message, pos, 11) = 'statement: ' THEN 'statement'
+            WHEN substr(message, pos, 8) = 'execute ' THEN 'execute'
+            WHEN has_dur AND substr(message, pos, 6) = 'parse ' THEN 'parse'
+            WHEN has_dur AND substr(message, pos, 5) = 'bind ' THEN 'bind'
+            WHEN has_dur AND substr(message, pos, 5) = 'plan:' THEN 'plan'
+            WHEN has_dur AND length(message) < pos THEN 'duration'
+        END AS verb,
+        CASE
+            WHEN starts_with(message, 'connection received: ') THEN 'received'
+            WHEN starts_with(message, 'connection authorized: ') THEN 'authorized'
+            WHEN starts_with(message, 'connection authenticated: ') THEN 'authenticated'
+            WHEN starts_with(message, 'disconnection: ') THEN 'disconnection'
+        END AS event
+    FROM d
 )
 SELECT
     v.line, ts_ns, pid, coalesce(session_id, _sid.sid) AS session_id,
     user_name, database, application, client, detail,
-    nullif(query_id, 0) AS query_id, message, dur, verb,
+    nullif(query_id, 0) AS query_id,
+    CASE WHEN event IS NOT NULL THEN message END AS message,
+    CASE WHEN has_dur THEN try_cast(message[11:pos - 6] AS DOUBLE) END AS dur,
+    verb,
     CASE verb
-        WHEN 'statement' THEN rest[12:]
-        WHEN 'plan' THEN ltrim(rest[6:], E'\n')
+        WHEN 'statement' THEN substr(message, pos + 11)
+        WHEN 'plan' THEN ltrim(substr(message, pos + 5), E'\n')
         WHEN 'duration' THEN NULL
-        ELSE rest[strpos(rest, ': ') + 2:]
+        ELSE substr(message, pos + strpos(substr(message, pos), ': ') + 1)
     END AS text,
-    CASE
-        WHEN starts_with(message, 'connection received: ') THEN 'received'
-        WHEN starts_with(message, 'connection authorized: ') THEN 'authorized'
-        WHEN starts_with(message, 'connection authenticated: ') THEN 'authenticated'
-        WHEN starts_with(message, 'disconnection: ') THEN 'disconnection'
-    END AS event
+    event
 FROM v LEFT JOIN _sid ON _sid.line = v.line
+WHERE verb IS NOT NULL OR event IS NOT NULL
 """
 
 # Session starts per pid, for deriving session ids: the carried state (`_starts`), this

@@ -65,7 +65,7 @@ WITH heads AS (
     SELECT grp, string_agg(text[2:CASE WHEN suffix(text, E'\r\n') THEN -3 ELSE -2 END],
                            E'\n' ORDER BY line) AS more
     FROM _lines WHERE cont GROUP BY grp
-), entries AS (
+), entries AS MATERIALIZED (
     SELECT
         h.line,
         h.grp,
