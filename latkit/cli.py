@@ -80,21 +80,24 @@ def main() -> None:
 def load(files: tuple[str, ...], db: Path, format_: str | None) -> None:
     """Load FILES (files, folders searched recursively, or quoted globs) into the workbook,
     creating it if needed, then show what was loaded and rejected per file."""
+    # Workbook.load offers no per-file hook, so the command runs its loop (_load_with_progress)
+    # over the same expansion, done before the workbook is created so a typo creates nothing.
+    from latkit.workbook import _expand
+
+    targets = list(_expand(files))
     with latkit.open(db) as wb:
-        result = _load_with_progress(wb, files, format_)
+        result = _load_with_progress(wb, targets, format_)
     _echo_load_report(result)
 
 
-def _load_with_progress(wb: Workbook, files: Sequence[str], format_: str | None) -> LoadReport:
-    """``wb.load(*files)`` with a progress bar that ticks once per file (on a terminal, and
-    only when the load takes more than half a second)."""
+def _load_with_progress(
+    wb: Workbook, targets: Sequence[tuple[Path, bool]], format_: str | None
+) -> LoadReport:
+    """``wb.load(...)`` of the expanded ``targets`` (path, named explicitly), with a progress
+    bar that ticks once per file (on a terminal, when the load takes over half a second)."""
     from tqdm import tqdm
 
-    # Workbook.load offers no per-file hook, so this is its loop, over the same expansion.
-    from latkit.workbook import _expand
-
     started = time.perf_counter()
-    targets = list(_expand(files))
     result = LoadReport()
     with tqdm(total=len(targets), unit="file", disable=None, delay=0.5, leave=False) as bar:
         for path, explicit in targets:
@@ -197,9 +200,9 @@ def _need(counts: dict[str, int], *tables: str) -> None:
 
 
 def _over_budget(wb: Workbook, counts: dict[str, int], target_ms: float) -> pl.DataFrame | str:
-    _need(counts, "spans")
     by_route = _analysis("budget", "by_route")
     breakdown = _analysis("budget", "breakdown")
+    _need(counts, "spans")
     routes = by_route(wb, target_ms=target_ms)
     if routes.is_empty():
         raise _Unavailable("no requests (server spans) in the workbook")
@@ -235,8 +238,9 @@ def _over_budget(wb: Workbook, counts: dict[str, int], target_ms: float) -> pl.D
 
 
 def _n_plus_one(wb: Workbook, counts: dict[str, int]) -> pl.DataFrame | str:
+    detect = _analysis("nplusone", "summary")
     _need(counts, "spans")
-    found = _analysis("nplusone", "summary")(wb)
+    found = detect(wb)
     if found.is_empty():
         return "none found in the traces"
     return _columns(
@@ -247,8 +251,9 @@ def _n_plus_one(wb: Workbook, counts: dict[str, int]) -> pl.DataFrame | str:
 
 
 def _indexes(wb: Workbook, counts: dict[str, int]) -> pl.DataFrame | str:
+    suggest = _analysis("indexes", "suggest")
     _need(counts, "plans", "queries", "statements", "spans")
-    found = _analysis("indexes", "suggest")(wb)
+    found = suggest(wb)
     if found.is_empty():
         return "none: no scan or query that an index would clearly help"
     return _columns(
@@ -258,8 +263,9 @@ def _indexes(wb: Workbook, counts: dict[str, int]) -> pl.DataFrame | str:
 
 
 def _cache(wb: Workbook, counts: dict[str, int]) -> pl.DataFrame | str:
+    hit_rates = _analysis("cache", "hit_rates")
     _need(counts, "spans")
-    found = _analysis("cache", "hit_rates")(wb)
+    found = hit_rates(wb)
     if found.is_empty():
         return "no cache lookups in the traces"
     return _columns(
@@ -269,8 +275,9 @@ def _cache(wb: Workbook, counts: dict[str, int]) -> pl.DataFrame | str:
 
 
 def _no_pool(wb: Workbook, counts: dict[str, int]) -> pl.DataFrame | str:
+    no_pool = _analysis("pooling", "no_pool")
     _need(counts, "spans", "connections")
-    found = _analysis("pooling", "no_pool")(wb)
+    found = no_pool(wb)
     if found.is_empty():
         return "none: every route and application seems to reuse its connections"
     return _columns(
