@@ -32,30 +32,39 @@ _OVERLAP_TOLERANCE_NS = 1_000_000
 #: Runs of repeated calls under one parent, over a relation ``calls(trace_id,
 #: parent_span_id, key, template, service, span_id, start_ns, end_ns, duration_ms)``.
 _RUNS = f"""
-    ordered AS (
-        SELECT *,
-               max(end_ns) OVER (
-                   PARTITION BY trace_id, parent_span_id, key ORDER BY start_ns, span_id
-                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS previous_end
-        FROM calls
+    keyed AS (
+        SELECT *, hash(trace_id, parent_span_id, key) AS g FROM calls
     ),
-    flagged AS (
-        SELECT *,
-               CASE WHEN previous_end IS NULL THEN 0
-                    WHEN previous_end - start_ns
-                         <= least({_OVERLAP_TOLERANCE_NS}, (end_ns - start_ns) / 2) THEN 0
-                    ELSE 1 END AS parallel
-        FROM ordered
+    candidates AS (
+        -- Most groups are a single call; drop those before the window functions.
+        SELECT g FROM keyed GROUP BY g HAVING count(*) >= $min_repeats
+    ),
+    running AS (
+        SELECT k.*,
+               max(end_ns) OVER (PARTITION BY g ORDER BY start_ns, span_id
+                                 ROWS UNBOUNDED PRECEDING) AS running_end
+        FROM keyed AS k SEMI JOIN candidates USING (g)
+    ),
+    ordered AS (
+        -- The latest end among the earlier calls (a running maximum, lagged by one row:
+        -- cheaper than a frame that stops one row short).
+        SELECT *, lag(running_end) OVER (PARTITION BY g ORDER BY start_ns, span_id)
+                      AS previous_end
+        FROM running
     ),
     numbered AS (
         SELECT *,
-               sum(parallel) OVER (
-                   PARTITION BY trace_id, parent_span_id, key ORDER BY start_ns, span_id
-                   ROWS UNBOUNDED PRECEDING) AS run
-        FROM flagged
+               sum(CASE WHEN previous_end - start_ns
+                             > least({_OVERLAP_TOLERANCE_NS}, (end_ns - start_ns) / 2)
+                        THEN 1 ELSE 0 END)
+                   OVER (PARTITION BY g ORDER BY start_ns, span_id
+                         ROWS UNBOUNDED PRECEDING) AS run
+        FROM ordered
     ),
     runs AS (
-        SELECT trace_id, parent_span_id, key,
+        SELECT any_value(trace_id) AS trace_id,
+               any_value(parent_span_id) AS parent_span_id,
+               any_value(key) AS key,
                any_value(template) AS template,
                any_value(service) AS service,
                count(*) AS repeats,
@@ -63,7 +72,7 @@ _RUNS = f"""
                min(start_ns) AS first_ns,
                max(end_ns) AS last_ns
         FROM numbered
-        GROUP BY trace_id, parent_span_id, key, run
+        GROUP BY g, run
         HAVING count(*) >= $min_repeats AND sum(duration_ms) >= $min_total_ms
     ),
     requests AS (
