@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import random
 import resource
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -134,7 +136,8 @@ print(json.dumps({"seconds": s, "queries": n,
 def run_latkit(path: Path, mode: str) -> dict[str, float]:
     out = subprocess.run([sys.executable, "-c", _LATKIT, str(path), mode], check=True,
                          capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    return result
 
 
 def run_pgbadger(path: Path, jobs: int, fmt: str) -> dict[str, float]:
@@ -159,6 +162,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--statements", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--only", choices=("latkit", "pgbadger"), default=None,
+                    help="run one side only (pgBadger takes minutes per run)")
     args = ap.parse_args()
     t = time.perf_counter()
     log, csvlog = generate(args.statements)
@@ -166,27 +171,29 @@ def main() -> None:
           f"({csvlog.stat().st_size / 1e6:.0f} MB); made or found in "
           f"{time.perf_counter() - t:.1f} s")
     have_pgbadger = shutil.which("pgbadger") is not None
-    rows = []
+    rows: list[tuple[str, str, float, list[float], int, float, float | None]] = []
     for label, path, fmt in (("csvlog", csvlog, "csv"), ("stderr", log, "stderr")):
-        contenders: list[tuple[str, object]] = [
-            ("latkit load", lambda p=path: run_latkit(p, "load")),
-            ("latkit reader only", lambda p=path: run_latkit(p, "read")),
-        ]
-        if have_pgbadger:
+        contenders: list[tuple[str, Callable[[], dict[str, float]]]] = []
+        if args.only != "pgbadger":
+            contenders += [
+                ("latkit load", functools.partial(run_latkit, path, "load")),
+                ("latkit reader only", functools.partial(run_latkit, path, "read")),
+            ]
+        if have_pgbadger and args.only != "latkit":
             for jobs in (1, 2):
                 contenders.append(
-                    (f"pgbadger -j {jobs}", lambda p=path, j=jobs, f=fmt: run_pgbadger(p, j, f))
+                    (f"pgbadger -j {jobs}", functools.partial(run_pgbadger, path, jobs, fmt))
                 )
         results: dict[str, list[dict[str, float]]] = {}
         for _ in range(args.runs):
             for name, fn in contenders:
-                results.setdefault(name, []).append(fn())  # type: ignore[operator]
-        base = statistics.median(r["seconds"] for r in results.get("pgbadger -j 1", [])
-                                 ) if have_pgbadger else None
-        for name, runs in results.items():
-            secs = statistics.median(r["seconds"] for r in runs)
-            rows.append((label, name, secs, [r["seconds"] for r in runs],
-                         int(runs[0]["queries"]), max(r["rss_mb"] for r in runs),
+                results.setdefault(name, []).append(fn())
+        base = (statistics.median(r["seconds"] for r in results["pgbadger -j 1"])
+                if "pgbadger -j 1" in results else None)
+        for name, measured in results.items():
+            secs = statistics.median(r["seconds"] for r in measured)
+            rows.append((label, name, secs, [r["seconds"] for r in measured],
+                         int(measured[0]["queries"]), max(r["rss_mb"] for r in measured),
                          (base / secs) if base else None))
     print(f"\n{'file':<7} {'tool':<20} {'median s':>9} {'runs':<24} {'queries':>9} "
           f"{'stmts/s':>10} {'peak MB':>8} {'x pgbadger -j1':>14}")
