@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from latkit import charts_cache
+from latkit import charts
 from latkit.analysis import cache
 from tests.spantree import cache as cache_get
 from tests.spantree import cache_set, db, internal, server, span, workbook
@@ -290,22 +290,22 @@ def test_staleness_with_no_writes_reports_zero_not_nothing() -> None:
 
 def test_cache_charts_encode_what_they_promise() -> None:
     wb = workbook(*_ttl_stream())
-    bars = charts_cache.hit_rate_bars(cache.hit_rates(wb, by="route"), by="route").to_dict()
+    bars = charts.hit_rate_bars(cache.hit_rates(wb, by="route"), by="route").to_dict()
     assert bars["mark"]["type"] == "bar"
     assert bars["encoding"]["color"]["field"] == "outcome"
     rows = next(iter(bars["datasets"].values()))
     assert {(r["outcome"], r["count"]) for r in rows} == {("hit", 3), ("miss", 2)}
-    curve = charts_cache.size_curve(cache.size_curve(wb, sizes=[1, 2])).to_dict()
+    curve = charts.size_curve(cache.size_curve(wb, sizes=[1, 2])).to_dict()
     lines, rules = curve["layer"]
     assert lines["encoding"]["x"]["scale"]["type"] == "log"
     models = {r["model"] for r in curve["datasets"][lines["data"]["name"]]}
     assert len(models) == 2
     assert {r["mark"] for r in curve["datasets"][rules["data"]["name"]]} == {
         "observed", "infinite cache"}
-    box = charts_cache.hit_miss_latency(cache.lookups(wb)).to_dict()
+    box = charts.hit_miss_latency(cache.lookups(wb)).to_dict()
     assert box["mark"]["type"] == "boxplot"
-    ages = charts_cache.age_histogram(cache.ages(wb), ttl_s=10).to_dict()
+    ages = charts.age_histogram(cache.ages(wb), ttl_s=10).to_dict()
     assert [layer["mark"]["type"] for layer in ages["layer"]] == ["bar", "rule"]
-    over_time = charts_cache.hit_rate_over_time(cache.hit_rates(wb, by="5s")).to_dict()
+    over_time = charts.hit_rate_over_time(cache.hit_rates(wb, by="5s")).to_dict()
     assert over_time["layer"][1]["encoding"]["y"]["field"] == "hit_rate"
     assert pl.DataFrame(rows).height == 2

@@ -152,17 +152,17 @@ def test_rtt_table_lists_each_pair() -> None:
 
 
 def test_chart_builders_encode_the_frames_columns() -> None:
-    # Chart specs (charts_network is to be merged into latkit.charts).
-    from latkit import charts_network
+    # Chart specs.
+    from latkit import charts
 
     spans = []
     for i in range(3):
         spans += _call(str(i), i * 100.0, client_ms=12, server_ms=10)
-    spec = charts_network.edge_percentiles(network.edges(workbook(*spans))).to_dict()
+    spec = charts.edge_percentiles(network.edges(workbook(*spans))).to_dict()
     assert spec["mark"]["type"] == "bar"
     assert spec["encoding"]["x"]["field"] == "ms"
     assert spec["encoding"]["yOffset"]["field"] == "part"
     table = network.rtt_table(["São Paulo"], ["sa-east-1", "ap-southeast-1"])
-    layered = charts_network.rtt_floors(table, measured_ms=280).to_dict()
+    layered = charts.rtt_floors(table, measured_ms=280).to_dict()
     assert [layer["mark"]["type"] for layer in layered["layer"]] == ["bar", "text", "rule"]
     assert layered["layer"][0]["encoding"]["x"]["field"] == "min_rtt_ms"

@@ -225,19 +225,19 @@ def test_by_load_buckets_in_powers_of_two() -> None:
 
 
 def test_chart_builders_encode_the_frames_columns() -> None:
-    # Chart specs (charts_network is to be merged into latkit.charts).
-    from latkit import charts_network
+    # Chart specs.
+    from latkit import charts
 
     spans = []
     for i in range(6):
         spans += _request(f"a{i}", "/a", i * 100.0, gap=0.5)
         spans += _request(f"b{i}", "/b", i * 100.0 + 50, gap=12.0)
     wb = workbook(*spans)
-    spec = charts_network.setup_gaps(pooling.setup_gaps(wb), flagged=["/b"]).to_dict()
+    spec = charts.setup_gaps(pooling.setup_gaps(wb), flagged=["/b"]).to_dict()
     assert spec["mark"]["type"] == "boxplot"
     assert spec["encoding"]["x"]["scale"]["type"] == "log"
     assert spec["encoding"]["color"]["field"] == "flagged"
-    curve = charts_network.load_curve(pooling.by_load(wb, min_requests=1)).to_dict()
+    curve = charts.load_curve(pooling.by_load(wb, min_requests=1)).to_dict()
     assert curve["mark"]["type"] == "line"
     assert curve["encoding"]["strokeDash"]["field"] == "percentile"
     assert curve["encoding"]["y"]["field"] == "ms"
