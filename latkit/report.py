@@ -153,8 +153,9 @@ def run(
             progress_bar=False,
             log_output=False,
             execution_timeout=timeout,
-            # The kernel's own log (a warning about its unencrypted loopback TCP) is noise.
-            extra_arguments=["--IPKernelApp.log_level=ERROR"],
+            # The kernel's own log (its unencrypted loopback TCP, the interrupt papermill sends
+            # after a failed cell) is noise on the terminal of whoever makes the report.
+            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
         )
         return nb, None
     except PapermillExecutionError as e:
@@ -285,7 +286,10 @@ def _declared(notebook: str | Path) -> dict[str, Any]:
     """The parameters a notebook's ``parameters`` cell declares, by name."""
     from papermill.inspection import inspect_notebook
 
-    return dict(inspect_notebook(str(notebook)))
+    try:
+        return dict(inspect_notebook(str(notebook)))
+    except ValueError as e:  # no kernel named in the notebook, so no language to parse
+        raise ReportError(f"{notebook}: {e}") from e
 
 
 def _title(nb: NotebookNode, path: Path) -> str:
