@@ -398,7 +398,7 @@ def _parse(sql: str) -> exp.Expr | None:
 def _statement_predicates(sql: str) -> tuple[tuple[Predicate, bool], ...]:
     """``(predicate, the scope has a LIMIT)`` for every predicate of the statement."""
     from sqlglot import exp
-    from sqlglot.optimizer.scope import Scope, traverse_scope
+    from sqlglot.optimizer.scope import traverse_scope
 
     tree = _parse(sql)
     if tree is None:
@@ -423,7 +423,7 @@ def _statement_predicates(sql: str) -> tuple[tuple[Predicate, bool], ...]:
         select = scope.expression
         if not isinstance(select, exp.Select):
             continue
-        resolver = _Resolver.of(scope, Scope)
+        resolver = _Resolver.of(scope)
         limited = select.args.get("limit") is not None
         conditions: list[exp.Expression] = []
         where = select.args.get("where")
@@ -466,10 +466,11 @@ class _Resolver:
             self.default = next(iter(tables))
 
     @classmethod
-    def of(cls, scope: Any, scope_type: type) -> _Resolver:
+    def of(cls, scope: Any) -> _Resolver:
+        """The resolver of a sqlglot ``Scope`` (and of the scopes around it)."""
         from sqlglot import exp
 
-        parent = cls.of(scope.parent, scope_type) if scope.parent is not None else None
+        parent = cls.of(scope.parent) if scope.parent is not None else None
         aliases: dict[str, str | None] = {}
         for alias, source in scope.sources.items():
             aliases[alias] = _name(source.this) if isinstance(source, exp.Table) else None
@@ -972,17 +973,21 @@ def suggest(
     seen_in_plans = [i for i in _plan_indexes(wb) if i.table not in live_tables]
 
     scans = wb.sql(_SCANS)
-    for row in wb.sql(
-        f"""
-        SELECT relation, max(rows_read) AS rows FROM ({_SCANS}) GROUP BY relation
-        UNION ALL
-        SELECT relation, max(plan_rows) FROM plan_nodes
-        WHERE node_type IN ('Seq Scan', 'Parallel Seq Scan') AND filter IS NULL
-        GROUP BY relation
-        """
-    ).iter_rows():
-        if row[0] is not None and row[1] is not None and row[0] not in live_tables:
-            sizes[row[0]] = max(sizes.get(row[0], 0.0), float(row[1]))
+    # Table sizes seen in plans: what a filtered scan read, or the planner's row estimate
+    # for an unfiltered one. The live database, when given, knows better.
+    observed = pl.concat([
+        scans.select("relation", pl.col("rows_read").cast(pl.Float64).alias("rows")),
+        wb.sql(
+            """
+            SELECT relation, plan_rows AS rows FROM plan_nodes
+            WHERE node_type IN ('Seq Scan', 'Parallel Seq Scan') AND filter IS NULL
+              AND relation IS NOT NULL AND plan_rows IS NOT NULL
+            """
+        ).select("relation", pl.col("rows").cast(pl.Float64)),
+    ])
+    for table, rows in observed.group_by("relation").agg(pl.col("rows").max()).iter_rows():
+        if table not in live_tables and rows is not None:
+            sizes[table] = max(sizes.get(table, 0.0), float(rows))
 
     candidates = _from_scans(scans, stats, sizes, min_table_rows, max_kept_share)
     covered_by_scans = {(c.table, c.columns[0]) for c in candidates}
