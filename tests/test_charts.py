@@ -62,3 +62,38 @@ def test_setup_renders_a_spec_with_an_svg_beside_it() -> None:
     bundle, _ = charts._render(charts.budget_bars(budget.breakdown(_wb())).to_dict())
     assert bundle["image/svg+xml"].lstrip().startswith("<svg")
     assert "application/vnd.vegalite.v5+json" in bundle
+
+
+def test_query_profile_ranks_queries_by_share() -> None:
+    top = pl.DataFrame(
+        {
+            "rank": [1, 2],
+            "query_template": ["SELECT * FROM customers WHERE email = ?", "SELECT 1"],
+            "share": [0.9, 0.1],
+            "calls": [10, 100],
+            "total_ms": [900.0, 100.0],
+            "mean_ms": [90.0, 1.0],
+        }
+    )
+    spec = charts.query_profile(top, width=8).to_dict()
+    assert spec["encoding"]["x"]["field"] == "share"
+    labels = [row["label"] for row in spec["datasets"][spec["data"]["name"]]]
+    assert labels == ["1. SELECT *", "2. SELECT 1"]
+
+
+def test_plan_comparison_shows_each_measure_on_a_log_scale() -> None:
+    costs = pl.DataFrame(
+        {
+            "plan_id": [0, 1],
+            "scans": ["Seq Scan", "Index Scan"],
+            "execution_ms": [60.0, 0.03],
+            "blocks": [5000, 4],
+            "rows_read": [300000, 1],
+        }
+    )
+    spec = charts.plan_comparison(costs, {0: "without index", 1: "with index"}).to_dict()
+    assert spec["encoding"]["x"]["scale"]["type"] == "log"
+    assert spec["encoding"]["row"]["field"] == "measure"
+    rows = spec["datasets"][spec["data"]["name"]]
+    assert {r["label"] for r in rows} == {"without index", "with index"}
+    assert len(rows) == 6  # two plans, three measures
