@@ -200,15 +200,25 @@ def prefix_regex(prefix: str) -> Prefix:
 
 
 def detect_prefix(lines: Sequence[str]) -> Prefix | None:
-    """The known prefix that matches most of these lines (None if none matches any)."""
-    best: tuple[int, int, Prefix] | None = None
+    """The known prefix that matches most of these lines (None if none matches any).
+
+    Ties go to the prefix that reads more non-empty fields, then to the simpler one: with
+    ``%q`` a prefix's tail is optional, so ``'%m [%p] %q%u@%d '`` matches every line that
+    ``'%m [%p] '`` matches, and should win only where lines do carry ``user@db``.
+
+    >>> detect_prefix(["2024-01-02 03:04:05.678 UTC [42] LOG:  statement: SELECT 1"]).text
+    '%m [%p] '
+    """
+    best: tuple[int, int, int, Prefix] | None = None
     for text in KNOWN_PREFIXES:
         p = prefix_regex(text)
         rx = p.compiled()
-        hits = sum(1 for line in lines if rx.match(line))
-        if hits and (best is None or (hits, len(p.names)) > best[:2]):
-            best = (hits, len(p.names), p)
-    return best[2] if best else None
+        matches = [m for m in map(rx.match, lines) if m]
+        fields = sum(1 for m in matches for g in m.groups()[1:-1] if g)
+        key = (len(matches), fields, -len(p.names))
+        if matches and (best is None or key > best[:3]):
+            best = (*key, p)
+    return best[3] if best else None
 
 
 TS_MACROS = (
