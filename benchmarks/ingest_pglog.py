@@ -145,7 +145,7 @@ def run_pgbadger(path: Path, jobs: int, fmt: str) -> dict[str, float]:
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         t = time.perf_counter()
         cmd = ["pgbadger", "-q", "-j", str(jobs), "-x", "json", "-o", f"{tmp}/out.json",
-               "-f", fmt, path.as_posix()]
+               "-f", fmt, "--pid-dir", tmp, path.as_posix()]
         if fmt == "stderr":
             cmd[1:1] = ["--prefix", PREFIX]
         subprocess.run(cmd, check=True, capture_output=True)

@@ -56,8 +56,9 @@ def pgbadger_groups(pgbadger: str, log: Path, prefix: str, tmp: Path) -> list[di
     """pgBadger's normalised queries: count, total duration (ms), samples, plan or not."""
     out = tmp / f"{log.name}.json"
     subprocess.run(
+        # a pid dir of our own: pgBadger refuses to run beside another run using /tmp's
         [pgbadger, "-q", "-x", "json", "-o", str(out), "-f", "stderr", "--prefix", prefix,
-         "-s", "1000", str(log)],
+         "-s", "1000", "--pid-dir", str(tmp), str(log)],
         check=True, capture_output=True, timeout=300,
     )
     report = json.loads(out.read_text())
