@@ -92,33 +92,48 @@ def attribute(kvs: pa.Array | pa.ChunkedArray, keys: tuple[str, ...]) -> pa.Arra
     >>> attribute(kvs, ("b", "a")).to_pylist()
     ['1', None, '2']
     """
+    return attributes(kvs, {"value": keys})["value"]
+
+
+def attributes(
+    kvs: pa.Array | pa.ChunkedArray, wanted: dict[str, tuple[str, ...]]
+) -> dict[str, pa.Array]:
+    """Several promoted columns at once: for each name in ``wanted``, the value of the first
+    of its keys present in each row. The key/value lists are scanned once for all keys."""
     if isinstance(kvs, pa.ChunkedArray):
         kvs = kvs.combine_chunks()
     n = len(kvs)
     flat = kvs.flatten()
     if len(flat) == 0:
-        return pa.nulls(n, pa.string())
-    flat_keys = flat.field("key")
-    parents = pc.list_parent_indices(kvs).to_numpy()
-    pick = np.full(n, -1, dtype=np.int64)
-    # The lowest-priority key is written first so that a preferred key overwrites it.
-    for key in reversed(keys):
-        where = np.flatnonzero(pc.equal(flat_keys, key).to_numpy(zero_copy_only=False))
-        if where.size:
-            pick[parents[where]] = where
-    mask = pick < 0
-    if mask.all():
-        return pa.nulls(n, pa.string())
-    indices = pa.array(np.where(mask, 0, pick), mask=mask)
-    return flat.field("value").take(indices)
+        return {name: pa.nulls(n, pa.string()) for name in wanted}
+    every_key = list(dict.fromkeys(k for keys in wanted.values() for k in keys))
+    # Which wanted key (by position in every_key) each flattened entry has, or -1.
+    which = pc.index_in(flat.field("key"), value_set=pa.array(every_key, pa.string()))
+    which_np = which.fill_null(-1).to_numpy(zero_copy_only=False)
+    hits = np.flatnonzero(which_np >= 0)
+    hit_key = which_np[hits]
+    hit_row = pc.list_parent_indices(kvs).to_numpy()[hits]
+    values = flat.field("value")
+    out = {}
+    for name, keys in wanted.items():
+        pick = np.full(n, -1, dtype=np.int64)
+        # The lowest-priority key is written first so that a preferred key overwrites it.
+        for key in reversed(keys):
+            chosen = hit_key == every_key.index(key)
+            pick[hit_row[chosen]] = hits[chosen]
+        mask = pick < 0
+        if mask.all():
+            out[name] = pa.nulls(n, pa.string())
+        else:
+            out[name] = values.take(pa.array(np.where(mask, 0, pick), mask=mask))
+    return out
 
 
 def stage_spans(batch: pa.RecordBatch | pa.Table) -> pa.Table:
     """A staged span batch with the promoted columns that ``SPANS_SELECT`` reads."""
     table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
-    attrs = table.column("attributes")
-    for column, keys in SPAN_KEYS.items():
-        table = table.append_column(column, attribute(attrs, keys))
+    for column, values in attributes(table.column("attributes"), SPAN_KEYS).items():
+        table = table.append_column(column, values)
     query_template, fp = fingerprint.templates(table.column("_db_statement"))
     table = table.append_column("_query_template", query_template)
     return table.append_column("_fingerprint", fp)
