@@ -15,6 +15,10 @@ The file is read in chunks of bytes cut at entry boundaries, split into lines wi
 taken apart with one regular expression in DuckDB, so memory stays bounded and Python does no
 per-line work.
 
+Not read (yet): ``log_destination = 'syslog'`` files, whose lines carry a syslog header and
+``[n-k]`` continuation numbers before the prefix, and messages in a language other than
+English (``lc_messages``): the severities and message texts are matched in English.
+
 >>> import latkit
 >>> wb = latkit.open()
 >>> report = wb.load("tests/fixtures/pglogs/main.log")
