@@ -54,6 +54,12 @@ _TEMPLATE = """\
 {%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
 {%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{% block data_svg scoped -%}
+<div class="jp-RenderedSVG jp-OutputArea-output {{ extra_class }}" data-mime-type="image/svg+xml">
+<img alt="{{ output.metadata.get('latkit_alt', 'A chart') | escape_html }}"
+ src="data:image/svg+xml;base64,{{ output.data['image/svg+xml'] | text_base64 | escape_html }}">
+</div>
+{%- endblock data_svg %}
 """
 
 #: Tags and the attribute through which each loads something.
@@ -185,6 +191,7 @@ def to_html(nb: NotebookNode, title: str | None = None) -> str:
     )
     if title is not None:
         nb.metadata["title"] = title
+    _describe_charts(nb)
     page, _ = exporter.from_notebook_node(nb)
     problems = offline_problems(page)
     if problems:
@@ -192,6 +199,24 @@ def to_html(nb: NotebookNode, title: str | None = None) -> str:
             f"the page for {title or 'a notebook'} would fetch {problems[0]} from the network"
         )
     return str(page)
+
+
+def _describe_charts(nb: NotebookNode) -> None:
+    """Give each chart's SVG the chart's title as its alternative text (for screen readers;
+    nbconvert would otherwise say that no description was provided)."""
+    for cell in nb.get("cells", []):
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if "image/svg+xml" not in data:
+                continue
+            specs = [v for k, v in data.items() if k.startswith("application/vnd.vegalite")]
+            title: Any = specs[0].get("title") if specs and isinstance(specs[0], dict) else None
+            if isinstance(title, dict):
+                title = title.get("text")
+            if isinstance(title, list):
+                title = " ".join(map(str, title))
+            alt = f"Chart: {title}" if title else "A chart"
+            output.setdefault("metadata", {})["latkit_alt"] = alt
 
 
 def offline_problems(page: str) -> list[str]:
