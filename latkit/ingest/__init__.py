@@ -18,6 +18,7 @@ Readers know nothing of DuckDB tables or analyses: the workbook enriches and sto
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
 import importlib
 from collections.abc import Iterator
@@ -153,10 +154,8 @@ def connect(database: str = ":memory:", read_only: bool = False) -> duckdb.DuckD
     or the workbook's. Inside Jupyter without ipywidgets the bar is already off and DuckDB
     refuses to change the setting, which is fine."""
     con = duckdb.connect(database, read_only=read_only)
-    try:
+    with contextlib.suppress(duckdb.InvalidInputException):
         con.execute("SET enable_progress_bar = false")
-    except duckdb.InvalidInputException:
-        pass
     return con
 
 

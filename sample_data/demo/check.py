@@ -4,6 +4,7 @@ Reads traces/*.otlp.pb (opentelemetry-proto classes) and traces/*.otlp.jsonl.gz 
 variant, and the PostgreSQL stderr log, and compares their counts with the demo's own
 counters in truth.json. Run by generate.py at the end; exits non-zero on a mismatch.
 """
+
 from __future__ import annotations
 
 import collections
@@ -60,29 +61,46 @@ def main() -> int:
                                 if not re.fullmatch(r"[0-9a-f]{32}", span["traceId"]):
                                     errors.append(f"{layout} {service}: traceId not hex")
                                     break
-            expect(f"{layout} {service} spans (jsonl)", jl_spans, spans_t["spans_per_service"][service])
-            expect(f"{layout} {service} server spans per route", dict(routes[service]),
-                   spans_t["server_spans_per_route"][service])
+            expect(
+                f"{layout} {service} spans (jsonl)", jl_spans, spans_t["spans_per_service"][service]
+            )
+            expect(
+                f"{layout} {service} server spans per route",
+                dict(routes[service]),
+                spans_t["server_spans_per_route"][service],
+            )
         expect(f"{layout} spans per service", dict(per_service), spans_t["spans_per_service"])
         expect(f"{layout} traces", len(traces), spans_t["traces"])
         cache = truth["cache"]["key_patterns"]["product:{id}"]
         if layout == "traces":
-            expect("cache.hit true/false", (hits[True], hits[False]), (cache["hits"], cache["misses"]))
+            expect(
+                "cache.hit true/false", (hits[True], hits[False]), (cache["hits"], cache["misses"])
+            )
         else:
             expect("variant cache.hit attributes", sum(hits.values()), 0)
 
     for route, r in truth["routes"].items():
-        expect(f"server spans {route}", spans_t["server_spans_per_route"]["shop"].get(route), r["requests"])
+        expect(
+            f"server spans {route}",
+            spans_t["server_spans_per_route"]["shop"].get(route),
+            r["requests"],
+        )
 
     with gzip.open(os.path.join(SAMPLE, "postgres", "postgresql.log.gz"), "rt") as fh:
         authorized = sum(1 for line in fh if "LOG:  connection authorized:" in line)
-    expect("connections in the log", authorized,
-           truth["connection_pooling"]["server_connections_expected"])
+    expect(
+        "connections in the log",
+        authorized,
+        truth["connection_pooling"]["server_connections_expected"],
+    )
 
     for e in errors:
         print("MISMATCH", e)
-    print("check:", "OK" if not errors else f"{len(errors)} mismatches",
-          f"({spans_t['total_spans']} spans, {spans_t['traces']} traces)")
+    print(
+        "check:",
+        "OK" if not errors else f"{len(errors)} mismatches",
+        f"({spans_t['total_spans']} spans, {spans_t['traces']} traces)",
+    )
     return 1 if errors else 0
 
 

@@ -16,6 +16,7 @@
 - serve(): runs a Flask app on werkzeug's threaded WSGI server (HTTP/1.1, keep-alive) and
   shuts down cleanly on SIGTERM (flushes the span processor, closes pools, writes stats).
 """
+
 from __future__ import annotations
 
 import base64
@@ -134,8 +135,9 @@ def setup_telemetry(service: str, outdir: str):
         os.path.join(outdir, f"{service}.otlp.pb"), os.path.join(outdir, f"{service}.otlp.jsonl")
     )
     provider.add_span_processor(
-        BatchSpanProcessor(exporter, max_queue_size=65536, schedule_delay_millis=1000,
-                           max_export_batch_size=512)
+        BatchSpanProcessor(
+            exporter, max_queue_size=65536, schedule_delay_millis=1000, max_export_batch_size=512
+        )
     )
     trace.set_tracer_provider(provider)
     return provider, exporter
@@ -161,11 +163,11 @@ class Stats:
     def __init__(self, service: str):
         self.service = service
         self.lock = threading.Lock()
-        self.requests = collections.Counter()          # (route, status) -> n
-        self.sql = collections.Counter()               # (database, sql as written) -> n
+        self.requests = collections.Counter()  # (route, status) -> n
+        self.sql = collections.Counter()  # (database, sql as written) -> n
         self.cache = collections.defaultdict(collections.Counter)  # pattern -> hit/miss/set
-        self.lists = collections.defaultdict(list)     # name -> values (ms, N per request...)
-        self.counts = collections.Counter()            # free-form counters
+        self.lists = collections.defaultdict(list)  # name -> values (ms, N per request...)
+        self.counts = collections.Counter()  # free-form counters
 
     def request(self, route: str, status: int) -> None:
         with self.lock:

@@ -18,6 +18,7 @@
    (make_variants.py), write sample_data/truth.json from the demo's own counters, fill the
    generated table of sample_data/README.md, and run check.py (files agree with truth.json).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -97,9 +98,15 @@ def pct(values) -> dict:
     if a.size == 0:
         return {"count": 0}
     p50, p95, p99 = np.percentile(a, [50, 95, 99])  # linear interpolation (numpy default)
-    return {"count": int(a.size), "min": round(float(a.min()), 3), "p50": round(float(p50), 3),
-            "p95": round(float(p95), 3), "p99": round(float(p99), 3),
-            "mean": round(float(a.mean()), 3), "max": round(float(a.max()), 3)}
+    return {
+        "count": int(a.size),
+        "min": round(float(a.min()), 3),
+        "p50": round(float(p50), 3),
+        "p95": round(float(p95), 3),
+        "p99": round(float(p99), 3),
+        "mean": round(float(a.mean()), 3),
+        "max": round(float(a.max()), 3),
+    }
 
 
 class Postgres:
@@ -126,8 +133,18 @@ class Postgres:
         return subprocess.run(self.as_user + list(args), check=True, **kw)
 
     def initdb(self) -> None:
-        self.run(os.path.join(self.bin, "initdb"), "-D", self.data, "-U", "postgres",
-                 "--auth=trust", "-E", "UTF8", "--locale=C", stdout=subprocess.DEVNULL)
+        self.run(
+            os.path.join(self.bin, "initdb"),
+            "-D",
+            self.data,
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            stdout=subprocess.DEVNULL,
+        )
         conf = f"""
 # --- latkit demo ---
 listen_addresses = '127.0.0.1'
@@ -158,18 +175,45 @@ auto_explain.log_format = json
     def start(self, quiet: bool) -> None:
         opts = ""
         if quiet:
-            opts = (f"-c log_directory={self.quiet_log_dir} -c log_min_duration_statement=-1 "
-                    "-c log_connections=off -c log_disconnections=off "
-                    "-c auto_explain.log_min_duration=-1")
-        self.run(os.path.join(self.bin, "pg_ctl"), "-D", self.data, "-w", "-s",
-                 "-l", os.path.join(self.tmp, "pg_ctl.log"), "-o", opts, "start")
+            opts = (
+                f"-c log_directory={self.quiet_log_dir} -c log_min_duration_statement=-1 "
+                "-c log_connections=off -c log_disconnections=off "
+                "-c auto_explain.log_min_duration=-1"
+            )
+        self.run(
+            os.path.join(self.bin, "pg_ctl"),
+            "-D",
+            self.data,
+            "-w",
+            "-s",
+            "-l",
+            os.path.join(self.tmp, "pg_ctl.log"),
+            "-o",
+            opts,
+            "start",
+        )
 
     def stop(self) -> None:
-        self.run(os.path.join(self.bin, "pg_ctl"), "-D", self.data, "-w", "-s", "-m", "fast", "stop")
+        self.run(
+            os.path.join(self.bin, "pg_ctl"), "-D", self.data, "-w", "-s", "-m", "fast", "stop"
+        )
 
     def psql(self, db: str, user: str, sql: str | None = None, file: str | None = None) -> None:
-        cmd = [os.path.join(self.bin, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
-               "-p", str(self.port), "-U", user, "-d", db]
+        cmd = [
+            os.path.join(self.bin, "psql"),
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            user,
+            "-d",
+            db,
+        ]
         cmd += ["-f", file] if file else ["-c", sql]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
@@ -202,8 +246,13 @@ def start_service(name: str, config_path: str, port: int) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env["PYTHONUNBUFFERED"] = "1"
     logf = open(os.path.join(RUN, f"{name}.log"), "w")
-    proc = subprocess.Popen([sys.executable, os.path.join(HERE, f"{name}.py"), config_path],
-                            cwd=HERE, env=env, stdout=logf, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(HERE, f"{name}.py"), config_path],
+        cwd=HERE,
+        env=env,
+        stdout=logf,
+        stderr=subprocess.STDOUT,
+    )
     wait_port(port, proc=proc)
     return proc
 
@@ -217,34 +266,70 @@ def stop_service(proc: subprocess.Popen, name: str) -> dict:
 
 EXPLAINS = [
     # name, database, user, sql (parameters as sent by the service, inlined client-side)
-    ("customers_by_email", "shop",
-     "SELECT id, email, full_name, country, created_at FROM customers WHERE email = %s",
-     ("user123456@example.com",)),
-    ("order_items_by_order", "shop",
-     "SELECT id, product_id, quantity, unit_price_cents FROM order_items WHERE order_id = %s ORDER BY id",
-     (4242,)),
+    (
+        "customers_by_email",
+        "shop",
+        "SELECT id, email, full_name, country, created_at FROM customers WHERE email = %s",
+        ("user123456@example.com",),
+    ),
+    (
+        "order_items_by_order",
+        "shop",
+        "SELECT id, product_id, quantity, unit_price_cents FROM order_items WHERE order_id = %s ORDER BY id",
+        (4242,),
+    ),
     ("product_name_by_id", "shop", "SELECT name, sku FROM products WHERE id = %s", (1234,)),
-    ("order_items_join", "shop",
-     "SELECT oi.id, oi.product_id, p.sku, p.name, oi.quantity, oi.unit_price_cents "
-     "FROM order_items oi JOIN products p ON p.id = oi.product_id WHERE oi.order_id = %s ORDER BY oi.id",
-     (4242,)),
-    ("product_by_id", "shop",
-     "SELECT id, sku, name, price_cents, category_id, description FROM products WHERE id = %s", (1234,)),
-    ("order_by_id", "shop",
-     "SELECT id, customer_id, shipping_code, total_cents FROM orders WHERE id = %s", (4242,)),
-    ("shipping_method_by_code_decoy", "shop",
-     "SELECT id, name, price_cents, max_days FROM shipping_methods WHERE code = %s", ("SHIP07",)),
-    ("checkout_items", "shop",
-     "SELECT p.sku, oi.quantity FROM order_items oi JOIN products p ON p.id = oi.product_id "
-     "WHERE oi.order_id = %s ORDER BY oi.id LIMIT 3", (4242,)),
-    ("daily_report", "shop",
-     "SELECT count(*), coalesce(sum(total_cents), 0) FROM orders WHERE created_at >= %s AND created_at < %s",
-     (dt.date(2024, 3, 1), dt.date(2024, 3, 2))),
-    ("catalog_export", "shop",
-     "SELECT id, sku, name, price_cents, description FROM products WHERE category_id = %s ORDER BY id", (7,)),
-    ("stock_by_sku", "inventory",
-     "SELECT w.name, w.city, s.quantity FROM stock s JOIN warehouses w ON w.id = s.warehouse_id "
-     "WHERE s.sku = %s ORDER BY w.id", ("SKU-01234",)),
+    (
+        "order_items_join",
+        "shop",
+        "SELECT oi.id, oi.product_id, p.sku, p.name, oi.quantity, oi.unit_price_cents "
+        "FROM order_items oi JOIN products p ON p.id = oi.product_id WHERE oi.order_id = %s ORDER BY oi.id",
+        (4242,),
+    ),
+    (
+        "product_by_id",
+        "shop",
+        "SELECT id, sku, name, price_cents, category_id, description FROM products WHERE id = %s",
+        (1234,),
+    ),
+    (
+        "order_by_id",
+        "shop",
+        "SELECT id, customer_id, shipping_code, total_cents FROM orders WHERE id = %s",
+        (4242,),
+    ),
+    (
+        "shipping_method_by_code_decoy",
+        "shop",
+        "SELECT id, name, price_cents, max_days FROM shipping_methods WHERE code = %s",
+        ("SHIP07",),
+    ),
+    (
+        "checkout_items",
+        "shop",
+        "SELECT p.sku, oi.quantity FROM order_items oi JOIN products p ON p.id = oi.product_id "
+        "WHERE oi.order_id = %s ORDER BY oi.id LIMIT 3",
+        (4242,),
+    ),
+    (
+        "daily_report",
+        "shop",
+        "SELECT count(*), coalesce(sum(total_cents), 0) FROM orders WHERE created_at >= %s AND created_at < %s",
+        (dt.date(2024, 3, 1), dt.date(2024, 3, 2)),
+    ),
+    (
+        "catalog_export",
+        "shop",
+        "SELECT id, sku, name, price_cents, description FROM products WHERE category_id = %s ORDER BY id",
+        (7,),
+    ),
+    (
+        "stock_by_sku",
+        "inventory",
+        "SELECT w.name, w.city, s.quantity FROM stock s JOIN warehouses w ON w.id = s.warehouse_id "
+        "WHERE s.sku = %s ORDER BY w.id",
+        ("SKU-01234",),
+    ),
 ]
 SEQ_SCAN_INDEX = "CREATE INDEX customers_email_idx ON customers (email)"
 
@@ -266,7 +351,8 @@ def explain_and_export(pg: Postgres, out_pg: str) -> dict:
                 "COPY (SELECT d.datname AS database, r.rolname AS user_name, s.* "
                 "FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid "
                 "JOIN pg_roles r ON r.oid = s.userid WHERE d.datname IN ('shop', 'inventory') "
-                "ORDER BY s.total_exec_time DESC) TO STDOUT WITH (FORMAT csv, HEADER)") as copy:
+                "ORDER BY s.total_exec_time DESC) TO STDOUT WITH (FORMAT csv, HEADER)"
+            ) as copy:
                 for block in copy:
                     fh.write(block)
         version = conn.execute("SELECT version()").fetchone()[0]
@@ -290,10 +376,17 @@ def explain_and_export(pg: Postgres, out_pg: str) -> dict:
 
     def summary(text):
         plan = json.loads(text)[0]["Plan"]
-        return [{"node_type": n["Node Type"], "relation": n.get("Relation Name"),
-                 "index": n.get("Index Name"), "parallel_aware": n.get("Parallel Aware"),
-                 "actual_rows": n.get("Actual Rows"), "rows_removed_by_filter": n.get("Rows Removed by Filter")}
-                for n in plan_nodes(plan)]
+        return [
+            {
+                "node_type": n["Node Type"],
+                "relation": n.get("Relation Name"),
+                "index": n.get("Index Name"),
+                "parallel_aware": n.get("Parallel Aware"),
+                "actual_rows": n.get("Actual Rows"),
+                "rows_removed_by_filter": n.get("Rows Removed by Filter"),
+            }
+            for n in plan_nodes(plan)
+        ]
 
     for db in ("shop", "inventory"):
         conn = psycopg.connect(pg.dsn(db, f"{db}_app", "latkit-explain"), autocommit=True)
@@ -306,8 +399,12 @@ def explain_and_export(pg: Postgres, out_pg: str) -> dict:
                 suffix = "_before_index" if name == "customers_by_email" else ""
                 save(name + suffix, stmt, text)
                 results["explains"][name + suffix] = {
-                    "database": db, "template": sql, "execution_ms": times,
-                    "execution_ms_median": statistics.median(times), "nodes": summary(text)}
+                    "database": db,
+                    "template": sql,
+                    "execution_ms": times,
+                    "execution_ms_median": statistics.median(times),
+                    "nodes": summary(text),
+                }
                 if name == "customers_by_email":
                     cur.execute("BEGIN")
                     cur.execute(SEQ_SCAN_INDEX)
@@ -315,9 +412,13 @@ def explain_and_export(pg: Postgres, out_pg: str) -> dict:
                     cur.execute("ROLLBACK")
                     save(name + "_after_index", stmt, text)
                     results["explains"][name + "_after_index"] = {
-                        "database": db, "template": sql, "index_created": SEQ_SCAN_INDEX,
-                        "execution_ms": times, "execution_ms_median": statistics.median(times),
-                        "nodes": summary(text)}
+                        "database": db,
+                        "template": sql,
+                        "index_created": SEQ_SCAN_INDEX,
+                        "execution_ms": times,
+                        "execution_ms_median": statistics.median(times),
+                        "nodes": summary(text),
+                    }
         conn.close()
     return results
 
@@ -341,14 +442,30 @@ def main() -> None:
 
         os.makedirs(os.path.join(RUN, "redis"))
         redis_proc = subprocess.Popen(
-            ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", os.path.join(RUN, "redis"),
-             "--logfile", os.path.join(RUN, "redis.log")])
+            [
+                "redis-server",
+                "--port",
+                str(redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                os.path.join(RUN, "redis"),
+                "--logfile",
+                os.path.join(RUN, "redis.log"),
+            ]
+        )
         wait_port(redis_port, proc=redis_proc)
 
         config = {
-            "outdir": OUT, "redis_port": redis_port, "shop_port": shop_port,
-            "inventory_port": inv_port, "cache_ttl_s": CACHE_TTL_S,
+            "outdir": OUT,
+            "redis_port": redis_port,
+            "shop_port": shop_port,
+            "inventory_port": inv_port,
+            "cache_ttl_s": CACHE_TTL_S,
             "shop_dsn": pg.dsn("shop", "shop_app", "shop"),
             "inventory_dsn": pg.dsn("inventory", "inventory_app", "inventory"),
         }
@@ -361,7 +478,9 @@ def main() -> None:
 
         plan = loadgen.plan_requests(SEED, N_REQUESTS)
         t0 = time.time()
-        results = loadgen.run(f"http://127.0.0.1:{shop_port}", plan, BURST_START, BURST_LEN, BURST_THREADS)
+        results = loadgen.run(
+            f"http://127.0.0.1:{shop_port}", plan, BURST_START, BURST_LEN, BURST_THREADS
+        )
         load_s = time.time() - t0
         log(f"{len(results)} requests in {load_s:.1f}s")
         with open(os.path.join(RUN, "loadgen.jsonl"), "w") as fh:
@@ -369,6 +488,7 @@ def main() -> None:
                 fh.write(json.dumps(r) + "\n")
 
         import redis as redis_py
+
         redis_info = redis_py.Redis(host="127.0.0.1", port=redis_port).info()
         time.sleep(1.5)
         stats = {"shop": stop_service(procs.pop("shop"), "shop")}
@@ -386,8 +506,13 @@ def main() -> None:
             shutil.rmtree(d, ignore_errors=True)
             os.makedirs(d)
         for svc in ("shop", "inventory"):
-            shutil.copyfile(os.path.join(OUT, f"{svc}.otlp.pb"), os.path.join(traces_dir, f"{svc}.otlp.pb"))
-            gzip_file(os.path.join(OUT, f"{svc}.otlp.jsonl"), os.path.join(traces_dir, f"{svc}.otlp.jsonl.gz"))
+            shutil.copyfile(
+                os.path.join(OUT, f"{svc}.otlp.pb"), os.path.join(traces_dir, f"{svc}.otlp.pb")
+            )
+            gzip_file(
+                os.path.join(OUT, f"{svc}.otlp.jsonl"),
+                os.path.join(traces_dir, f"{svc}.otlp.jsonl.gz"),
+            )
         log_files = {}
         for ext in ("log", "csv", "json"):
             src = os.path.join(pg.log_dir, f"postgresql.{ext}")
@@ -425,6 +550,7 @@ def _count_records(path: str) -> str:
     """A description of the records in one output file (for the README's file table)."""
     import csv
     import struct
+
     opener = gzip.open if path.endswith(".gz") else open
     if path.endswith(".otlp.pb"):
         data, pos, msgs = open(path, "rb").read(), 0, 0
@@ -463,10 +589,14 @@ def update_readme(truth: dict) -> None:
                     what += f"; {spans['spans_per_service'][svc]} spans"
                 rows.append(f"| `{rel}` | {os.path.getsize(path):,} | {what} |")
     n_explain = len(glob.glob(os.path.join(SAMPLE, "postgres", "explain", "*.json")))
-    rows.append(f"| `postgres/explain/*.json` + `*.sql` | "
-                f"{sum(os.path.getsize(p) for p in glob.glob(os.path.join(SAMPLE, 'postgres', 'explain', '*'))):,} | "
-                f"{n_explain} plans and the statements explained |")
-    rows.append(f"| `truth.json` | {os.path.getsize(os.path.join(SAMPLE, 'truth.json')):,} | ground truth |")
+    rows.append(
+        f"| `postgres/explain/*.json` + `*.sql` | "
+        f"{sum(os.path.getsize(p) for p in glob.glob(os.path.join(SAMPLE, 'postgres', 'explain', '*'))):,} | "
+        f"{n_explain} plans and the statements explained |"
+    )
+    rows.append(
+        f"| `truth.json` | {os.path.getsize(os.path.join(SAMPLE, 'truth.json')):,} | ground truth |"
+    )
     run = truth["run"]
     lines = [
         f"Generated run: seed {run['seed']}, {run['requests']} requests in {run['load_seconds']} s, "
@@ -494,9 +624,13 @@ def build_truth(results, stats, redis_info, explains, load_s, log_lines) -> dict
         for r in rs:
             status[str(r["status"])] = status.get(str(r["status"]), 0) + 1
         routes[route] = {
-            "service": "shop", "requests": len(rs), "status": status,
+            "service": "shop",
+            "requests": len(rs),
+            "status": status,
             "client_latency_ms": pct([r["latency_ms"] for r in rs]),
-            "client_latency_ms_sequential": pct([r["latency_ms"] for r in rs if r["phase"] == "sequential"]),
+            "client_latency_ms_sequential": pct(
+                [r["latency_ms"] for r in rs if r["phase"] == "sequential"]
+            ),
             "client_latency_ms_burst": pct([r["latency_ms"] for r in rs if r["phase"] == "burst"]),
         }
 
@@ -523,17 +657,24 @@ def build_truth(results, stats, redis_info, explains, load_s, log_lines) -> dict
     for s in stats.values():
         for r in s["requests"]:
             key = f"{s['service']} {r['route']}"
-            server_requests.setdefault(key, {"service": s["service"], "route": r["route"],
-                                             "requests": 0, "status": {}})
+            server_requests.setdefault(
+                key, {"service": s["service"], "route": r["route"], "requests": 0, "status": {}}
+            )
             server_requests[key]["requests"] += r["count"]
             server_requests[key]["status"][str(r["status"])] = r["count"]
 
     statements = []
     for s in stats.values():
         for q in s["sql"]:
-            statements.append({"service": s["service"], "database": q["database"],
-                               "template": q["sql"], "pg_template": pg_template(q["sql"]),
-                               "count": q["count"]})
+            statements.append(
+                {
+                    "service": s["service"],
+                    "database": q["database"],
+                    "template": q["sql"],
+                    "pg_template": pg_template(q["sql"]),
+                    "count": q["count"],
+                }
+            )
     statements.sort(key=lambda x: -x["count"])
 
     n_items = shop["lists"].get("nplus1_items_per_request", [])
@@ -543,16 +684,23 @@ def build_truth(results, stats, redis_info, explains, load_s, log_lines) -> dict
     ex = explains["explains"]
     before, after = ex["customers_by_email_before_index"], ex["customers_by_email_after_index"]
     own = shop["lists"].get("catalog_export_own_code_ms", [])
-    inv_calls = {k.rsplit("_", 1)[1]: v for k, v in shop["counts"].items()
-                 if k.startswith("inventory_calls_status_")}
+    inv_calls = {
+        k.rsplit("_", 1)[1]: v
+        for k, v in shop["counts"].items()
+        if k.startswith("inventory_calls_status_")
+    }
 
     return {
-        "about": ("Ground truth of the sample data, counted by the demo itself (the services' own "
-                  "counters, the exporters' counts of what they wrote, the load generator's "
-                  "client-side timings, Redis INFO, EXPLAIN ANALYZE run by the generator); never "
-                  "derived from the telemetry files. See sample_data/README.md."),
+        "about": (
+            "Ground truth of the sample data, counted by the demo itself (the services' own "
+            "counters, the exporters' counts of what they wrote, the load generator's "
+            "client-side timings, Redis INFO, EXPLAIN ANALYZE run by the generator); never "
+            "derived from the telemetry files. See sample_data/README.md."
+        ),
         "run": {
-            "seed": SEED, "requests": len(results), "load_seconds": round(load_s, 1),
+            "seed": SEED,
+            "requests": len(results),
+            "load_seconds": round(load_s, 1),
             "burst": {"start_index": BURST_START, "requests": BURST_LEN, "threads": BURST_THREADS},
             "postgres_version": explains["server_version"],
             "redis_version": redis_info.get("redis_version"),
@@ -565,85 +713,133 @@ def build_truth(results, stats, redis_info, explains, load_s, log_lines) -> dict
         "statements": statements,
         "statements_total": sum(s["count"] for s in statements),
         "seq_scan": {
-            "route": "/customers/by-email", "service": "shop", "database": "shop",
-            "table": "customers", "column": "email", "table_rows": 300000,
-            "template": before["template"], "pg_template": pg_template(before["template"]),
+            "route": "/customers/by-email",
+            "service": "shop",
+            "database": "shop",
+            "table": "customers",
+            "column": "email",
+            "table_rows": 300000,
+            "template": before["template"],
+            "pg_template": pg_template(before["template"]),
             "fix": SEQ_SCAN_INDEX,
-            "explain_before": {"file": "postgres/explain/customers_by_email_before_index.json",
-                               "execution_ms_median": before["execution_ms_median"],
-                               "execution_ms": before["execution_ms"],
-                               "node_types": [n["node_type"] for n in before["nodes"]]},
-            "explain_after": {"file": "postgres/explain/customers_by_email_after_index.json",
-                              "execution_ms_median": after["execution_ms_median"],
-                              "execution_ms": after["execution_ms"],
-                              "node_types": [n["node_type"] for n in after["nodes"]],
-                              "index_used": [n["index"] for n in after["nodes"] if n["index"]]},
-            "speedup": round(before["execution_ms_median"] / max(after["execution_ms_median"], 1e-6), 1),
+            "explain_before": {
+                "file": "postgres/explain/customers_by_email_before_index.json",
+                "execution_ms_median": before["execution_ms_median"],
+                "execution_ms": before["execution_ms"],
+                "node_types": [n["node_type"] for n in before["nodes"]],
+            },
+            "explain_after": {
+                "file": "postgres/explain/customers_by_email_after_index.json",
+                "execution_ms_median": after["execution_ms_median"],
+                "execution_ms": after["execution_ms"],
+                "node_types": [n["node_type"] for n in after["nodes"]],
+                "index_used": [n["index"] for n in after["nodes"] if n["index"]],
+            },
+            "speedup": round(
+                before["execution_ms_median"] / max(after["execution_ms_median"], 1e-6), 1
+            ),
         },
         "decoy_seq_scan": {
-            "route": "/checkout/<int:order_id>", "service": "shop", "database": "shop",
-            "table": "shipping_methods", "table_rows": 12, "column": "code",
+            "route": "/checkout/<int:order_id>",
+            "service": "shop",
+            "database": "shop",
+            "table": "shipping_methods",
+            "table_rows": 12,
+            "column": "code",
             "template": ex["shipping_method_by_code_decoy"]["template"],
             "node_types": [n["node_type"] for n in ex["shipping_method_by_code_decoy"]["nodes"]],
             "execution_ms_median": ex["shipping_method_by_code_decoy"]["execution_ms_median"],
             "should_be_flagged": False,
         },
         "n_plus_one": {
-            "route": "/orders/<int:order_id>/items-slow", "service": "shop",
+            "route": "/orders/<int:order_id>/items-slow",
+            "service": "shop",
             "list_template": "SELECT id, product_id, quantity, unit_price_cents FROM order_items WHERE order_id = %s ORDER BY id",
             "per_item_template": "SELECT name, sku FROM products WHERE id = %s",
             "per_item_pg_template": "SELECT name, sku FROM products WHERE id = $1",
             "requests_with_items": len(n_items),
             "requests_404": routes["/orders/<int:order_id>/items-slow"]["status"].get("404", 0),
-            "n_per_request": {"min": min(n_items), "max": max(n_items),
-                              "median": float(np.median(n_items)), "mean": round(float(np.mean(n_items)), 3)},
+            "n_per_request": {
+                "min": min(n_items),
+                "max": max(n_items),
+                "median": float(np.median(n_items)),
+                "mean": round(float(np.mean(n_items)), 3),
+            },
             "n_distribution": {str(k): n_items.count(k) for k in sorted(set(n_items))},
             "per_item_queries_total": sum(n_items),
             "join_route": "/orders/<int:order_id>/items",
-            "join_template": ("SELECT oi.id, oi.product_id, p.sku, p.name, oi.quantity, oi.unit_price_cents "
-                              "FROM order_items oi JOIN products p ON p.id = oi.product_id "
-                              "WHERE oi.order_id = %s ORDER BY oi.id"),
+            "join_template": (
+                "SELECT oi.id, oi.product_id, p.sku, p.name, oi.quantity, oi.unit_price_cents "
+                "FROM order_items oi JOIN products p ON p.id = oi.product_id "
+                "WHERE oi.order_id = %s ORDER BY oi.id"
+            ),
             "join_queries_per_request": 1,
         },
         "cache": {
-            "route": "/products/<int:product_id>", "service": "shop", "system": "redis",
+            "route": "/products/<int:product_id>",
+            "service": "shop",
+            "system": "redis",
             "key_patterns": {
                 "product:{id}": {
-                    "gets": hits + misses, "hits": hits, "misses": misses,
+                    "gets": hits + misses,
+                    "hits": hits,
+                    "misses": misses,
                     "hit_rate": round(hits / max(hits + misses, 1), 4),
                     "misses_not_found": cache.get("miss_not_found", 0),
-                    "sets": cache.get("set", 0), "ttl_s": CACHE_TTL_S,
+                    "sets": cache.get("set", 0),
+                    "ttl_s": CACHE_TTL_S,
                     "popularity": "Zipf-like, weight 1/rank**1.1 over 5000 ids; 4% unknown ids (404, no SET)",
                 }
             },
-            "redis_info": {k: redis_info.get(k) for k in
-                           ("keyspace_hits", "keyspace_misses", "expired_keys", "evicted_keys",
-                            "total_commands_processed", "total_connections_received")},
+            "redis_info": {
+                k: redis_info.get(k)
+                for k in (
+                    "keyspace_hits",
+                    "keyspace_misses",
+                    "expired_keys",
+                    "evicted_keys",
+                    "total_commands_processed",
+                    "total_connections_received",
+                )
+            },
             "span_attributes_added_by_hooks": ["cache.hit", "cache.key"],
             "variant_without_hook_attributes": "variants/no_cache_hit/",
         },
         "connection_pooling": {
-            "no_pool_route": "/reports/daily", "service": "shop",
+            "no_pool_route": "/reports/daily",
+            "service": "shop",
             "connections_opened_per_request": 1,
             "connections_opened_by_route": shop["counts"].get("connections_opened_by_reports", 0),
             "connect_ms": pct(connect_ms),
-            "server_connections_expected": (shop["counts"].get("connections_opened_by_reports", 0)
-                                            + shop["counts"].get("pool_connections_num", 0)
-                                            + inv["counts"].get("pool_connections_num", 0)),
-            "pooled": {"shop": {"min_size": 4, "max_size": 10,
-                                "connections_opened": shop["counts"].get("pool_connections_num")},
-                       "inventory": {"min_size": 2, "max_size": 8,
-                                     "connections_opened": inv["counts"].get("pool_connections_num")}},
+            "server_connections_expected": (
+                shop["counts"].get("connections_opened_by_reports", 0)
+                + shop["counts"].get("pool_connections_num", 0)
+                + inv["counts"].get("pool_connections_num", 0)
+            ),
+            "pooled": {
+                "shop": {
+                    "min_size": 4,
+                    "max_size": 10,
+                    "connections_opened": shop["counts"].get("pool_connections_num"),
+                },
+                "inventory": {
+                    "min_size": 2,
+                    "max_size": 8,
+                    "connections_opened": inv["counts"].get("pool_connections_num"),
+                },
+            },
         },
         "cross_service": {
             "caller": {"service": "shop", "route": "/checkout/<int:order_id>"},
             "callee": {"service": "inventory", "route": "/stock/<sku>"},
-            "calls": sum(inv_calls.values()), "calls_by_status": inv_calls,
+            "calls": sum(inv_calls.values()),
+            "calls_by_status": inv_calls,
             "calls_per_checkout": pct(shop["lists"].get("inventory_calls_per_checkout", [])),
             "note": "a 404 from inventory marks shop's client span ERROR; inventory's server span stays UNSET",
         },
         "own_code": {
-            "route": "/catalog/export", "service": "shop",
+            "route": "/catalog/export",
+            "service": "shop",
             "own_code_ms": pct(own),
             "response_bytes": pct(shop["lists"].get("catalog_export_body_bytes", [])),
             "what": "SHA-256 chains per product and a large indented JSON body, after one small query",

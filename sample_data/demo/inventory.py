@@ -5,6 +5,7 @@ Routes:
 
 Usage: python inventory.py CONFIG.json   (written by generate.py)
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,14 @@ from psycopg_pool import ConnectionPool  # noqa: E402
 
 DB = "inventory"
 stats = Stats(SERVICE)
-pool = ConnectionPool(CONFIG["inventory_dsn"], min_size=2, max_size=8,
-                      kwargs={"autocommit": True}, open=True, name="inventory-pool")
+pool = ConnectionPool(
+    CONFIG["inventory_dsn"],
+    min_size=2,
+    max_size=8,
+    kwargs={"autocommit": True},
+    open=True,
+    name="inventory-pool",
+)
 pool.wait()
 
 app = Flask(SERVICE)
@@ -39,14 +46,22 @@ FlaskInstrumentor().instrument_app(app)
 @app.get("/stock/<sku>")
 def stock(sku: str):
     with pool.connection() as conn, conn.cursor() as cur:
-        rows = execute(stats, DB, cur,
-                       "SELECT w.name, w.city, s.quantity FROM stock s "
-                       "JOIN warehouses w ON w.id = s.warehouse_id WHERE s.sku = %s "
-                       "ORDER BY w.id", (sku,)).fetchall()
+        rows = execute(
+            stats,
+            DB,
+            cur,
+            "SELECT w.name, w.city, s.quantity FROM stock s "
+            "JOIN warehouses w ON w.id = s.warehouse_id WHERE s.sku = %s "
+            "ORDER BY w.id",
+            (sku,),
+        ).fetchall()
     if not rows:
         abort(404)
-    return jsonify(sku=sku, total=sum(r[2] for r in rows),
-                   warehouses=[{"name": r[0], "city": r[1], "quantity": r[2]} for r in rows])
+    return jsonify(
+        sku=sku,
+        total=sum(r[2] for r in rows),
+        warehouses=[{"name": r[0], "city": r[1], "quantity": r[2]} for r in rows],
+    )
 
 
 def _close():

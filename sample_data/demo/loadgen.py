@@ -10,6 +10,7 @@ request is timed by the client (time.perf_counter around the whole request, body
 included) over keep-alive sessions (one per thread). The load generator is not instrumented:
 each request starts a new trace at shop's server span.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -40,7 +41,7 @@ def plan_requests(seed: int, n: int) -> list[dict]:
     rng.shuffle(ids)  # rank -> product id
     cum, total = [], 0.0
     for rank in range(1, N_PRODUCTS + 1):
-        total += 1.0 / rank ** 1.1
+        total += 1.0 / rank**1.1
         cum.append(total)
     routes = [r for r, _ in MIX]
     weights = [w for _, w in MIX]
@@ -59,9 +60,14 @@ def plan_requests(seed: int, n: int) -> list[dict]:
             else:
                 email = f"user{rng.randint(1, N_CUSTOMERS)}@example.com"
             path = f"/customers/by-email?email={email}"
-        elif route in ("/orders/<int:order_id>/items-slow", "/orders/<int:order_id>/items",
-                       "/checkout/<int:order_id>"):
-            oid = N_ORDERS + rng.randint(1, 5000) if rng.random() < 0.04 else rng.randint(1, N_ORDERS)
+        elif route in (
+            "/orders/<int:order_id>/items-slow",
+            "/orders/<int:order_id>/items",
+            "/checkout/<int:order_id>",
+        ):
+            oid = (
+                N_ORDERS + rng.randint(1, 5000) if rng.random() < 0.04 else rng.randint(1, N_ORDERS)
+            )
             path = route.replace("<int:order_id>", str(oid))
         elif route == "/reports/daily":
             day = 1 + rng.randrange(365)
@@ -74,6 +80,7 @@ def plan_requests(seed: int, n: int) -> list[dict]:
 
 def _month_day(day_of_year: int) -> str:
     import datetime as dt
+
     d = dt.date(2024, 1, 1) + dt.timedelta(days=day_of_year - 1)
     return d.strftime("%m-%d")
 
@@ -84,8 +91,14 @@ def _do(session: requests.Session, base: str, item: dict, phase: str) -> dict:
     resp = session.get(base + item["path"], timeout=60)
     _ = resp.content
     ms = (time.perf_counter() - t0) * 1000.0
-    return {**item, "phase": phase, "status": resp.status_code, "latency_ms": round(ms, 3),
-            "start_ns": t_wall, "bytes": len(resp.content)}
+    return {
+        **item,
+        "phase": phase,
+        "status": resp.status_code,
+        "latency_ms": round(ms, 3),
+        "start_ns": t_wall,
+        "bytes": len(resp.content),
+    }
 
 
 def run(base: str, plan: list[dict], burst_start: int, burst_len: int, threads: int) -> list[dict]:
@@ -101,7 +114,7 @@ def run(base: str, plan: list[dict], burst_start: int, burst_len: int, threads: 
         return _do(local.s, base, item, "burst")
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        results.extend(pool.map(work, plan[burst_start:burst_start + burst_len]))
-    for item in plan[burst_start + burst_len:]:
+        results.extend(pool.map(work, plan[burst_start : burst_start + burst_len]))
+    for item in plan[burst_start + burst_len :]:
         results.append(_do(session, base, item, "sequential"))
     return results

@@ -6,6 +6,7 @@ records neither). Read from traces/<service>.otlp.pb with the opentelemetry-prot
 attributes deleted, re-encoded in the same framing, plus the OTLP/JSON lines from the same
 messages. What an analysis must infer hit/miss from.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -33,7 +34,7 @@ def read_framed(path: str):
         (n,) = struct.unpack_from(">I", data, pos)
         pos += 4
         msg = ExportTraceServiceRequest()
-        msg.ParseFromString(data[pos:pos + n])
+        msg.ParseFromString(data[pos : pos + n])
         pos += n
         yield msg
 
@@ -47,9 +48,11 @@ def no_cache_hit() -> dict:
         if not name.endswith(".otlp.pb"):
             continue
         service = name[: -len(".otlp.pb")]
-        with open(os.path.join(dst, name), "wb") as pb, \
-                open(os.path.join(dst, f"{service}.otlp.jsonl.gz"), "wb") as raw, \
-                gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as jl:
+        with (
+            open(os.path.join(dst, name), "wb") as pb,
+            open(os.path.join(dst, f"{service}.otlp.jsonl.gz"), "wb") as raw,
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as jl,
+        ):
             for msg in read_framed(os.path.join(src, name)):
                 for rs in msg.resource_spans:
                     for ss in rs.scope_spans:
@@ -65,7 +68,9 @@ def no_cache_hit() -> dict:
                 pb.write(struct.pack(">I", len(data)) + data)
                 as_dict = MessageToDict(msg, use_integers_for_enums=True)
                 _hexify_ids(as_dict)
-                jl.write((json.dumps(as_dict, separators=(",", ":"), ensure_ascii=False) + "\n").encode())
+                jl.write(
+                    (json.dumps(as_dict, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+                )
     return removed
 
 

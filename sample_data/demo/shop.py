@@ -15,6 +15,7 @@ Everything else on the database uses a psycopg_pool.ConnectionPool.
 
 Usage: python shop.py CONFIG.json   (written by generate.py)
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -22,7 +23,15 @@ import hashlib
 import json
 import sys
 
-from common import Stats, cache_request_hook, cache_response_hook, execute, now_ms, serve, setup_telemetry
+from common import (
+    Stats,
+    cache_request_hook,
+    cache_response_hook,
+    execute,
+    now_ms,
+    serve,
+    setup_telemetry,
+)
 
 SERVICE = "shop"
 CONFIG = json.load(open(sys.argv[1]))
@@ -50,8 +59,9 @@ DSN = CONFIG["shop_dsn"]
 CACHE_TTL_S = CONFIG["cache_ttl_s"]
 stats = Stats(SERVICE)
 
-pool = ConnectionPool(DSN, min_size=4, max_size=10, kwargs={"autocommit": True}, open=True,
-                      name="shop-pool")
+pool = ConnectionPool(
+    DSN, min_size=4, max_size=10, kwargs={"autocommit": True}, open=True, name="shop-pool"
+)
 pool.wait()
 cache = redis.Redis(host="127.0.0.1", port=CONFIG["redis_port"], db=0)
 http = requests.Session()  # keep-alive towards inventory
@@ -60,7 +70,9 @@ INVENTORY = f"http://127.0.0.1:{CONFIG['inventory_port']}"
 app = Flask(SERVICE)
 FlaskInstrumentor().instrument_app(app)
 
-PRODUCT_SQL = "SELECT id, sku, name, price_cents, category_id, description FROM products WHERE id = %s"
+PRODUCT_SQL = (
+    "SELECT id, sku, name, price_cents, category_id, description FROM products WHERE id = %s"
+)
 
 
 @app.get("/products/<int:product_id>")
@@ -76,8 +88,16 @@ def product(product_id: int):
     if row is None:
         stats.cache_event("product:{id}", "miss_not_found")
         abort(404)
-    body = json.dumps({"id": row[0], "sku": row[1], "name": row[2], "price_cents": row[3],
-                       "category_id": row[4], "description": row[5]})
+    body = json.dumps(
+        {
+            "id": row[0],
+            "sku": row[1],
+            "name": row[2],
+            "price_cents": row[3],
+            "category_id": row[4],
+            "description": row[5],
+        }
+    )
     cache.setex(key, CACHE_TTL_S, body)
     stats.cache_event("product:{id}", "set")
     return app.response_class(body, mimetype="application/json")
@@ -87,31 +107,49 @@ def product(product_id: int):
 def customer_by_email():
     email = request.args.get("email", "")
     with pool.connection() as conn, conn.cursor() as cur:
-        row = execute(stats, DB, cur,
-                      "SELECT id, email, full_name, country, created_at FROM customers WHERE email = %s",
-                      (email,)).fetchone()
+        row = execute(
+            stats,
+            DB,
+            cur,
+            "SELECT id, email, full_name, country, created_at FROM customers WHERE email = %s",
+            (email,),
+        ).fetchone()
     if row is None:
         abort(404)
-    return jsonify(id=row[0], email=row[1], full_name=row[2], country=row[3],
-                   created_at=row[4].isoformat())
+    return jsonify(
+        id=row[0], email=row[1], full_name=row[2], country=row[3], created_at=row[4].isoformat()
+    )
 
 
 @app.get("/orders/<int:order_id>/items-slow")
 def order_items_slow(order_id: int):
     """N+1: the list of items, then one product query per item (as a naive ORM would)."""
     with pool.connection() as conn, conn.cursor() as cur:
-        items = execute(stats, DB, cur,
-                        "SELECT id, product_id, quantity, unit_price_cents FROM order_items "
-                        "WHERE order_id = %s ORDER BY id", (order_id,)).fetchall()
+        items = execute(
+            stats,
+            DB,
+            cur,
+            "SELECT id, product_id, quantity, unit_price_cents FROM order_items "
+            "WHERE order_id = %s ORDER BY id",
+            (order_id,),
+        ).fetchall()
         if not items:
             abort(404)
         out = []
         for item_id, product_id, quantity, unit_price in items:
-            name, sku = execute(stats, DB, cur,
-                                "SELECT name, sku FROM products WHERE id = %s",
-                                (product_id,)).fetchone()
-            out.append({"item_id": item_id, "product_id": product_id, "sku": sku, "name": name,
-                        "quantity": quantity, "unit_price_cents": unit_price})
+            name, sku = execute(
+                stats, DB, cur, "SELECT name, sku FROM products WHERE id = %s", (product_id,)
+            ).fetchone()
+            out.append(
+                {
+                    "item_id": item_id,
+                    "product_id": product_id,
+                    "sku": sku,
+                    "name": name,
+                    "quantity": quantity,
+                    "unit_price_cents": unit_price,
+                }
+            )
     stats.add("nplus1_items_per_request", len(items))
     return jsonify(order_id=order_id, items=out)
 
@@ -120,32 +158,59 @@ def order_items_slow(order_id: int):
 def order_items_join(order_id: int):
     """The same response as /items-slow with one JOIN."""
     with pool.connection() as conn, conn.cursor() as cur:
-        rows = execute(stats, DB, cur,
-                       "SELECT oi.id, oi.product_id, p.sku, p.name, oi.quantity, oi.unit_price_cents "
-                       "FROM order_items oi JOIN products p ON p.id = oi.product_id "
-                       "WHERE oi.order_id = %s ORDER BY oi.id", (order_id,)).fetchall()
+        rows = execute(
+            stats,
+            DB,
+            cur,
+            "SELECT oi.id, oi.product_id, p.sku, p.name, oi.quantity, oi.unit_price_cents "
+            "FROM order_items oi JOIN products p ON p.id = oi.product_id "
+            "WHERE oi.order_id = %s ORDER BY oi.id",
+            (order_id,),
+        ).fetchall()
     if not rows:
         abort(404)
     stats.add("join_items_per_request", len(rows))
-    out = [{"item_id": r[0], "product_id": r[1], "sku": r[2], "name": r[3], "quantity": r[4],
-            "unit_price_cents": r[5]} for r in rows]
+    out = [
+        {
+            "item_id": r[0],
+            "product_id": r[1],
+            "sku": r[2],
+            "name": r[3],
+            "quantity": r[4],
+            "unit_price_cents": r[5],
+        }
+        for r in rows
+    ]
     return jsonify(order_id=order_id, items=out)
 
 
 @app.get("/checkout/<int:order_id>")
 def checkout(order_id: int):
     with pool.connection() as conn, conn.cursor() as cur:
-        order = execute(stats, DB, cur,
-                        "SELECT id, customer_id, shipping_code, total_cents FROM orders WHERE id = %s",
-                        (order_id,)).fetchone()
+        order = execute(
+            stats,
+            DB,
+            cur,
+            "SELECT id, customer_id, shipping_code, total_cents FROM orders WHERE id = %s",
+            (order_id,),
+        ).fetchone()
         if order is None:
             abort(404)
-        method = execute(stats, DB, cur,
-                         "SELECT id, name, price_cents, max_days FROM shipping_methods WHERE code = %s",
-                         (order[2],)).fetchone()
-        items = execute(stats, DB, cur,
-                        "SELECT p.sku, oi.quantity FROM order_items oi JOIN products p ON p.id = oi.product_id "
-                        "WHERE oi.order_id = %s ORDER BY oi.id LIMIT 3", (order_id,)).fetchall()
+        method = execute(
+            stats,
+            DB,
+            cur,
+            "SELECT id, name, price_cents, max_days FROM shipping_methods WHERE code = %s",
+            (order[2],),
+        ).fetchone()
+        items = execute(
+            stats,
+            DB,
+            cur,
+            "SELECT p.sku, oi.quantity FROM order_items oi JOIN products p ON p.id = oi.product_id "
+            "WHERE oi.order_id = %s ORDER BY oi.id LIMIT 3",
+            (order_id,),
+        ).fetchall()
     availability = []
     for sku, quantity in items:
         resp = http.get(f"{INVENTORY}/stock/{sku}", timeout=10)
@@ -156,9 +221,13 @@ def checkout(order_id: int):
             available = False
         availability.append({"sku": sku, "quantity": quantity, "available": available})
     stats.add("inventory_calls_per_checkout", len(items))
-    return jsonify(order_id=order[0], customer_id=order[1], total_cents=order[3],
-                   shipping={"name": method[1], "price_cents": method[2], "max_days": method[3]},
-                   items=availability)
+    return jsonify(
+        order_id=order[0],
+        customer_id=order[1],
+        total_cents=order[3],
+        shipping={"name": method[1], "price_cents": method[2], "max_days": method[3]},
+        items=availability,
+    )
 
 
 @app.get("/reports/daily")
@@ -171,10 +240,14 @@ def daily_report():
     stats.count("connections_opened_by_reports")
     try:
         with conn.cursor() as cur:
-            row = execute(stats, DB, cur,
-                          "SELECT count(*), coalesce(sum(total_cents), 0) FROM orders "
-                          "WHERE created_at >= %s AND created_at < %s",
-                          (day, day + dt.timedelta(days=1))).fetchone()
+            row = execute(
+                stats,
+                DB,
+                cur,
+                "SELECT count(*), coalesce(sum(total_cents), 0) FROM orders "
+                "WHERE created_at >= %s AND created_at < %s",
+                (day, day + dt.timedelta(days=1)),
+            ).fetchone()
     finally:
         conn.close()
     return jsonify(day=day.isoformat(), orders=row[0], revenue_cents=int(row[1]))
@@ -185,23 +258,37 @@ def catalog_export():
     """One small query, then own code: enrich every product and serialise a large document."""
     category = int(request.args.get("category", "1"))
     with pool.connection() as conn, conn.cursor() as cur:
-        rows = execute(stats, DB, cur,
-                       "SELECT id, sku, name, price_cents, description FROM products "
-                       "WHERE category_id = %s ORDER BY id", (category,)).fetchall()
+        rows = execute(
+            stats,
+            DB,
+            cur,
+            "SELECT id, sku, name, price_cents, description FROM products "
+            "WHERE category_id = %s ORDER BY id",
+            (category,),
+        ).fetchall()
     t0 = now_ms()
     products = []
     for pid, sku, name, price, description in rows:
         digest = description.encode()
         for _ in range(30):  # a content hash chain: stands in for pricing/formatting logic
             digest = hashlib.sha256(digest).digest()
-        products.append({
-            "id": pid, "sku": sku, "name": name, "price": {"cents": price, "currency": "EUR",
-                                                           "display": f"{price / 100:.2f} EUR"},
-            "etag": digest.hex(), "description": description,
-            "variants": [{"size": s, "sku": f"{sku}-{s}", "price_cents": price + i * 50}
-                         for i, s in enumerate(("XS", "S", "M", "L", "XL", "XXL"))],
-        })
-    body = json.dumps({"category": category, "count": len(products), "products": products}, indent=1)
+        products.append(
+            {
+                "id": pid,
+                "sku": sku,
+                "name": name,
+                "price": {"cents": price, "currency": "EUR", "display": f"{price / 100:.2f} EUR"},
+                "etag": digest.hex(),
+                "description": description,
+                "variants": [
+                    {"size": s, "sku": f"{sku}-{s}", "price_cents": price + i * 50}
+                    for i, s in enumerate(("XS", "S", "M", "L", "XL", "XXL"))
+                ],
+            }
+        )
+    body = json.dumps(
+        {"category": category, "count": len(products), "products": products}, indent=1
+    )
     stats.add("catalog_export_own_code_ms", round(now_ms() - t0, 3))
     stats.add("catalog_export_body_bytes", len(body))
     return app.response_class(body, mimetype="application/json")
