@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
+import zstandard
 
 import latkit
 from latkit.ingest import LoadError, pg_csvlog
@@ -84,9 +85,15 @@ def test_log_statement_all_and_pgbench(main: latkit.Workbook) -> None:
     assert shapes.row(0) == (1, 300)
 
 
-def test_bz2_is_decompressed_first(main: latkit.Workbook, tmp_path: Path) -> None:
-    path = tmp_path / "main.csv.bz2"
-    path.write_bytes(bz2.compress(gzip.decompress((PGLOGS / "main.csv.gz").read_bytes())))
+@pytest.mark.parametrize("suffix", ["", ".bz2", ".zst"])
+def test_compressed_csvlogs_load_the_same(main: latkit.Workbook, tmp_path: Path,
+                                          suffix: str) -> None:
+    # DuckDB reads gzip and zstd itself; bz2 is decompressed to a temporary file first
+    raw = gzip.decompress((PGLOGS / "main.csv.gz").read_bytes())
+    packed = {"": raw, ".bz2": bz2.compress(raw),
+              ".zst": zstandard.ZstdCompressor().compress(raw)}[suffix]
+    path = tmp_path / f"main.csv{suffix}"
+    path.write_bytes(packed)
     assert load(path).sql(SUMMARY).row(0) == main.sql(SUMMARY).row(0)
 
 
