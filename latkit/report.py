@@ -93,7 +93,7 @@ class Page:
     title: str
     html: Path
     seconds: float
-    #: None when every cell ran; else where and why the run stopped ("cell 7: KeyError: ...")
+    #: None when every cell ran; else where and why the run stopped ("In [7]: KeyError: ...")
     error: str | None = None
 
 
@@ -144,7 +144,8 @@ def run(
 ) -> tuple[NotebookNode, str | None]:
     """Run ``notebook`` with papermill into ``output`` (in the notebook's own folder, so its
     relative paths hold). Returns the executed notebook and None, or, when a cell failed,
-    what papermill saved up to the failure and a one-line account of the error."""
+    what papermill saved up to the failure and a one-line account of the error
+    ("In [7]: KeyError: ..." names the cell by its execution count, as papermill does)."""
     import nbformat
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -165,7 +166,7 @@ def run(
         )
         return nb, None
     except PapermillExecutionError as e:
-        error = f"cell {e.exec_count}: {e.ename}: {_first_line(e.evalue)}"
+        error = f"In [{e.exec_count}]: {e.ename}: {_first_line(e.evalue)}"
     except Exception as e:  # the kernel died, timed out or never started
         error = f"{type(e).__name__}: {_first_line(str(e))}"
     if output.exists():

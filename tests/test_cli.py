@@ -179,7 +179,7 @@ def notebook(path: Path, *cells: str) -> Path:
     params.metadata["tags"] = ["parameters"]
     nb.cells = [nbformat.v4.new_markdown_cell(f"# {path.stem}"), params]
     nb.cells += [nbformat.v4.new_code_cell(textwrap.dedent(c)) for c in cells]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Py", "language": "python"}
     nbformat.write(nb, path)
     return path
 
@@ -213,4 +213,4 @@ def test_report_runs_each_notebook_against_the_workbook(tmp_path):
     assert "wb.sql(" not in page  # code hidden
     assert "no such route" in (out / "02_broken.html").read_text()  # the failure is shown
     index = (out / "index.html").read_text()
-    assert 'href="01_count.html"' in index and "stopped at cell" in index
+    assert 'href="01_count.html"' in index and "stopped at In [" in index
