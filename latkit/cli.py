@@ -94,14 +94,14 @@ def _load_with_progress(
     wb: Workbook, targets: Sequence[tuple[Path, bool]], format_: str | None
 ) -> LoadReport:
     """``wb.load(...)`` of the expanded ``targets`` (path, named explicitly), with a progress
-    bar that ticks once per file (on a terminal, when the load takes over half a second)."""
+    bar on stderr (when it is a terminal) that names the file loading and ticks per file."""
     from tqdm import tqdm
 
     started = time.perf_counter()
     result = LoadReport()
-    with tqdm(total=len(targets), unit="file", disable=None, delay=0.5, leave=False) as bar:
+    with tqdm(total=len(targets), unit="file", disable=None, leave=False) as bar:
         for path, explicit in targets:
-            bar.set_postfix_str(path.name, refresh=False)
+            bar.set_postfix_str(path.name)  # shown while the file loads, however long
             result.files.append(wb._load_file(path, explicit, format_, {}))
             bar.update()
     result.seconds = time.perf_counter() - started
