@@ -81,6 +81,8 @@ L_SPAN, L_TRACE, L_SPANID, L_STATE = 0, 1, 3, 5
 C_NAME = 0
 K_OWNER, K_KEY, K_TYPE, K_VALUE, K_NUM = 0, 1, 3, 4, 6
 WIDTHS = (18, 4, 7, 0, 2, 7, 7, 7, 7)
+#: Typical message bytes per row of each table (real SDK output, and the benchmark's).
+BYTES_PER_ROW = (200, 2000, 4000, 20000, 4000, 30, 1000, 2000, 20000)
 
 # AnyValue kinds (K_TYPE). K_VALUE points at the string/bytes/array/kvlist bytes; K_NUM holds
 # a bool or int, or a double's bits.
@@ -98,6 +100,20 @@ REASONS = {
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _KERNELS: list[Callable[..., Any]] = []
+#: Small helpers inlined into their callers: a call with array arguments costs atomic
+#: reference counting (perf showed it taking most of the decode time), inlining lets numba
+#: prune it.
+_INLINE = {
+    "_fail",
+    "_varint",
+    "_fixed64",
+    "_tag",
+    "_bytes",
+    "_fixed",
+    "_new_row",
+    "_skip_value",
+    "_any_value",
+}
 _compiled = False
 
 
@@ -115,7 +131,11 @@ def _compile() -> None:
         import numba
 
         for fn in _KERNELS:
-            globals()[fn.__name__] = numba.njit(cache=True, nogil=True)(fn)
+            if fn.__name__ in _INLINE:
+                compiled = numba.njit(cache=True, nogil=True, inline="always")(fn)
+            else:
+                compiled = numba.njit(cache=True, nogil=True)(fn)
+            globals()[fn.__name__] = compiled
         _compiled = True
 
 
@@ -227,15 +247,14 @@ def _skip(buf: np.ndarray, pos: int, end: int, field: int, wire: int, err: np.nd
 
 
 @_kernel
-def _new_row(
-    tabs: tuple[np.ndarray, ...], counts: np.ndarray, err: np.ndarray, t: int, pos: int
-) -> int:
-    """Append a zeroed row to table ``t``: its index, or -1 (E_FULL) if the table is full."""
+def _new_row(table: np.ndarray, counts: np.ndarray, t: int, err: np.ndarray, pos: int) -> int:
+    """Append a zeroed row to ``table`` (table number ``t``): its index, or -1 (E_FULL)."""
     i = counts[t]
-    if i >= tabs[t].shape[0]:
+    if i >= table.shape[0]:
         return _fail(err, E_FULL, pos, t)
     counts[t] = i + 1
-    tabs[t][i, :] = 0
+    for c in range(table.shape[1]):
+        table[i, c] = 0
     return i
 
 
@@ -286,30 +305,30 @@ def _key_value(
     buf: np.ndarray,
     pos: int,
     end: int,
-    tabs: tuple[np.ndarray, ...],
+    kv: np.ndarray,
     counts: np.ndarray,
-    err: np.ndarray,
     t: int,
+    err: np.ndarray,
     owner: int,
 ) -> int:
-    """One KeyValue of span, event, link or resource attributes, into table ``t``."""
-    i = _new_row(tabs, counts, err, t, pos)
+    """One KeyValue of span, event, link or resource attributes, into ``kv`` (table ``t``).
+    Only that table is passed: each array argument costs reference counting per call."""
+    i = _new_row(kv, counts, t, err, pos)
     if i < 0:
         return -1
-    row = tabs[t][i]
-    row[K_OWNER] = owner
+    kv[i, K_OWNER] = owner
     while pos < end:
         field, wire, pos = _tag(buf, pos, end, err)
         if pos < 0:
             return -1
         if wire == 2 and field == 1:
             start, pos = _bytes(buf, pos, end, err)
-            row[K_KEY], row[K_KEY + 1] = start, pos - start
+            kv[i, K_KEY], kv[i, K_KEY + 1] = start, pos - start
         elif wire == 2 and field == 2:
             start, pos = _bytes(buf, pos, end, err)
             if pos >= 0:
-                row[K_TYPE] = V_NONE  # a repeated message field merges; emptied value reads NULL
-                pos = _any_value(buf, start, pos, row, err)
+                kv[i, K_TYPE] = V_NONE  # a repeated message field merges; emptied value reads NULL
+                pos = _any_value(buf, start, pos, kv[i], err)
         else:
             pos = _skip(buf, pos, end, field, wire, err)
         if pos < 0:
@@ -328,7 +347,7 @@ def _event(
     span: int,
 ) -> int:
     """Span.Event: time 1 (fixed64), name 2, attributes 3."""
-    i = _new_row(tabs, counts, err, EVENTS, pos)
+    i = _new_row(tabs[EVENTS], counts, EVENTS, err, pos)
     if i < 0:
         return -1
     row = tabs[EVENTS][i]
@@ -347,7 +366,7 @@ def _event(
             if pos >= 0 and field == 2:
                 row[E_NAME], row[E_NAME + 1] = start, pos - start
             elif pos >= 0:
-                pos = _key_value(buf, start, pos, tabs, counts, err, EVENT_ATTRS, i)
+                pos = _key_value(buf, start, pos, tabs[EVENT_ATTRS], counts, EVENT_ATTRS, err, i)
         else:
             pos = _skip(buf, pos, end, field, wire, err)
         if pos < 0:
@@ -366,7 +385,7 @@ def _link(
     span: int,
 ) -> int:
     """Span.Link: trace_id 1, span_id 2, trace_state 3, attributes 4."""
-    i = _new_row(tabs, counts, err, LINKS, pos)
+    i = _new_row(tabs[LINKS], counts, LINKS, err, pos)
     if i < 0:
         return -1
     row = tabs[LINKS][i]
@@ -378,7 +397,7 @@ def _link(
         if wire == 2 and 1 <= field <= 4:
             start, pos = _bytes(buf, pos, end, err)
             if pos >= 0 and field == 4:
-                pos = _key_value(buf, start, pos, tabs, counts, err, LINK_ATTRS, i)
+                pos = _key_value(buf, start, pos, tabs[LINK_ATTRS], counts, LINK_ATTRS, err, i)
             elif pos >= 0:
                 col = L_TRACE if field == 1 else L_SPANID if field == 2 else L_STATE
                 row[col], row[col + 1] = start, pos - start
@@ -424,7 +443,7 @@ def _span(
 ) -> int:
     """Span: ids 1 2 4, trace_state 3, name 5, kind 6, times 7 8, attributes 9, events 11,
     links 13, status 15. Dropped counts (10 12 14) and flags (16) are skipped."""
-    i = _new_row(tabs, counts, err, SPANS, pos)
+    i = _new_row(tabs[SPANS], counts, SPANS, err, pos)
     if i < 0:
         return -1
     row = tabs[SPANS][i]
@@ -451,7 +470,7 @@ def _span(
                 )
                 row[col], row[col + 1] = start, pos - start
             elif field == 9:
-                pos = _key_value(buf, start, pos, tabs, counts, err, SPAN_ATTRS, i)
+                pos = _key_value(buf, start, pos, tabs[SPAN_ATTRS], counts, SPAN_ATTRS, err, i)
             elif field == 11:
                 pos = _event(buf, start, pos, tabs, counts, err, i)
             elif field == 13:
@@ -503,7 +522,7 @@ def _scope_spans(
     resource: int,
 ) -> int:
     """ScopeSpans: scope 1, spans 2."""
-    s = _new_row(tabs, counts, err, SCOPES, pos)
+    s = _new_row(tabs[SCOPES], counts, SCOPES, err, pos)
     if s < 0:
         return -1
     while pos < end:
@@ -541,7 +560,9 @@ def _resource(
         if wire == 2 and field == 1:
             start, pos = _bytes(buf, pos, end, err)
             if pos >= 0:
-                pos = _key_value(buf, start, pos, tabs, counts, err, RESOURCE_ATTRS, r)
+                pos = _key_value(
+                    buf, start, pos, tabs[RESOURCE_ATTRS], counts, RESOURCE_ATTRS, err, r
+                )
         else:
             pos = _skip(buf, pos, end, field, wire, err)
         if pos < 0:
@@ -559,7 +580,7 @@ def _resource_spans(
     err: np.ndarray,
 ) -> int:
     """ResourceSpans: resource 1, scope_spans 2."""
-    r = _new_row(tabs, counts, err, RESOURCES, pos)
+    r = _new_row(tabs[RESOURCES], counts, RESOURCES, err, pos)
     if r < 0:
         return -1
     while pos < end:
@@ -943,6 +964,13 @@ class _Decoder:
         in the file) and a Reject for each corrupt one, positioned at its frame header."""
         counts = np.zeros(len(WIDTHS), np.int64)
         failures = np.zeros((len(starts), 2), np.int64)
+        # Size the tables for typical OTLP so that growing (which decodes a message again)
+        # is rare: rows expected per byte of message, by table.
+        size = sum(stops) - sum(starts)
+        self.tabs = tuple(
+            t if len(t) * per >= size else np.empty((size // per + 64, t.shape[1]), np.int64)
+            for t, per in zip(self.tabs, BYTES_PER_ROW, strict=True)
+        )
         self.tabs = _decode(
             buf, np.array(starts, np.int64), np.array(stops, np.int64), self.tabs, counts, failures
         )
