@@ -134,9 +134,11 @@ print(json.dumps({"seconds": s, "queries": n,
 
 
 def run_latkit(path: Path, mode: str) -> dict[str, float]:
-    out = subprocess.run([sys.executable, "-c", _LATKIT, str(path), mode], check=True,
-                         capture_output=True, text=True).stdout
-    result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    done = subprocess.run([sys.executable, "-c", _LATKIT, str(path), mode],
+                          capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"latkit {mode} of {path} failed:\n{done.stderr}")
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
 
