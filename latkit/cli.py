@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ast
 import importlib
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -24,7 +23,7 @@ import polars as pl
 
 import latkit
 from latkit import report as reports
-from latkit.workbook import LoadReport, Workbook
+from latkit.workbook import LoadReport, Workbook, expand
 
 __all__ = ["main"]
 
@@ -80,31 +79,26 @@ def main() -> None:
 def load(files: tuple[str, ...], db: Path, format_: str | None) -> None:
     """Load FILES (files, folders searched recursively, or quoted globs) into the workbook,
     creating it if needed, then show what was loaded and rejected per file."""
-    # Workbook.load offers no per-file hook, so the command runs its loop (_load_with_progress)
-    # over the same expansion, done before the workbook is created so a typo creates nothing.
-    from latkit.workbook import _expand
-
-    targets = list(_expand(files))
+    # Check every path before the workbook is created, so that a typo creates nothing.
+    expand(files)
     with latkit.open(db) as wb:
-        result = _load_with_progress(wb, targets, format_)
+        result = _load_with_progress(wb, files, format_)
     _echo_load_report(result)
 
 
-def _load_with_progress(
-    wb: Workbook, targets: Sequence[tuple[Path, bool]], format_: str | None
-) -> LoadReport:
-    """``wb.load(...)`` of the expanded ``targets`` (path, named explicitly), with a progress
-    bar on stderr (when it is a terminal) that names the file loading and ticks per file."""
+def _load_with_progress(wb: Workbook, files: Sequence[str], format_: str | None) -> LoadReport:
+    """``wb.load(*files)`` with a progress bar on stderr (when it is a terminal) that names
+    the file loading and ticks per file."""
     from tqdm import tqdm
 
-    started = time.perf_counter()
-    result = LoadReport()
-    with tqdm(total=len(targets), unit="file", disable=None, leave=False) as bar:
-        for path, explicit in targets:
+    with tqdm(total=len(expand(files)), unit="file", disable=None, leave=False) as bar:
+
+        def tick(path: Path, done: int, total: int) -> None:
+            bar.n = done
             bar.set_postfix_str(path.name)  # shown while the file loads, however long
-            result.files.append(wb._load_file(path, explicit, format_, {}))
-            bar.update()
-    result.seconds = time.perf_counter() - started
+
+        result = wb.load(*files, format=format_, progress=tick)
+        bar.n = bar.total
     return result
 
 
@@ -245,8 +239,14 @@ def _n_plus_one(wb: Workbook, counts: dict[str, int]) -> pl.DataFrame | str:
         return "none found in the traces"
     return _columns(
         found,
-        "service", "route", "query_template", "traces", "share_of_route_traces",
-        "median_repeats", "saved_ms", "fix",
+        "service",
+        "route",
+        "query_template",
+        "traces",
+        "share_of_route_traces",
+        "median_repeats",
+        "saved_ms",
+        "fix",
     )
 
 
@@ -257,7 +257,13 @@ def _indexes(wb: Workbook, counts: dict[str, int]) -> pl.DataFrame | str:
     if found.is_empty():
         return "none: no scan or query that an index would clearly help"
     return _columns(
-        found, "table_name", "columns", "reason", "calls", "total_ms", "est_saving_ms",
+        found,
+        "table_name",
+        "columns",
+        "reason",
+        "calls",
+        "total_ms",
+        "est_saving_ms",
         "create_index",
     )
 
@@ -269,7 +275,14 @@ def _cache(wb: Workbook, counts: dict[str, int]) -> pl.DataFrame | str:
     if found.is_empty():
         return "no cache lookups in the traces"
     return _columns(
-        found, "key_pattern", "lookups", "hits", "misses", "unknown", "hit_rate", "saved_ms",
+        found,
+        "key_pattern",
+        "lookups",
+        "hits",
+        "misses",
+        "unknown",
+        "hit_rate",
+        "saved_ms",
         "net_saved_ms",
     )
 
@@ -281,8 +294,17 @@ def _no_pool(wb: Workbook, counts: dict[str, int]) -> pl.DataFrame | str:
     if found.is_empty():
         return "none: every route and application seems to reuse its connections"
     return _columns(
-        found, "source", "service", "route", "application", "requests", "sessions",
-        "setup_p50_ms", "saved_ms", "p99_ms", "p99_pooled_ms",
+        found,
+        "source",
+        "service",
+        "route",
+        "application",
+        "requests",
+        "sessions",
+        "setup_p50_ms",
+        "saved_ms",
+        "p99_ms",
+        "p99_pooled_ms",
     )
 
 

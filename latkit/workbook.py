@@ -13,7 +13,7 @@ import glob
 import hashlib
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -23,9 +23,18 @@ import duckdb
 import polars as pl
 
 from latkit import enrich, schema
-from latkit.ingest import LoadError, Reject, Rows, Source, connect, detect, excerpt
+from latkit.ingest import (
+    CorruptStream,
+    LoadError,
+    Reject,
+    Rows,
+    Source,
+    connect,
+    detect,
+    excerpt,
+)
 
-__all__ = ["FileReport", "LoadReport", "Workbook", "WorkbookError", "open"]
+__all__ = ["FileReport", "LoadReport", "Workbook", "WorkbookError", "expand", "open"]
 
 #: Rejects kept per file in the ``rejects`` table; the count is always exact.
 MAX_REJECTS_STORED = 10_000
@@ -154,19 +163,29 @@ class Workbook:
 
     # -- loading -------------------------------------------------------------------------
 
-    def load(self, *paths: str | Path, format: str | None = None, **options: Any) -> LoadReport:
+    def load(
+        self,
+        *paths: str | Path,
+        format: str | None = None,
+        progress: Callable[[Path, int, int], None] | None = None,
+        **options: Any,
+    ) -> LoadReport:
         """Load files, folders (recursively) and globs; each file's format is detected.
 
         ``format`` forces a reader (``"otlp_proto"``, ...); other keyword options go to the
         readers (``log_line_prefix=...`` for PostgreSQL logs). A file named explicitly that
         holds nothing readable raises ``LoadError``; files of no known format inside a folder
-        or glob are listed in ``report.skipped``.
+        or glob are listed in ``report.skipped``. Every path is checked before anything is
+        loaded. ``progress(path, done, total)`` is called before each file.
         """
         if self.read_only:
             raise WorkbookError("this workbook was opened read-only; open it without read_only")
         started = time.perf_counter()
         report = LoadReport()
-        for path, explicit in _expand(paths):
+        targets = expand(paths)
+        for done, (path, explicit) in enumerate(targets):
+            if progress is not None:
+                progress(path, done, len(targets))
             report.files.append(self._load_file(path, explicit, format, options))
         report.seconds = time.perf_counter() - started
         return report
@@ -192,8 +211,15 @@ class Workbook:
         from latkit import backends
 
         with backends.folder_for(folder) as where:
-            backends.fetch_jaeger(url, where, service=service, operation=operation,
-                                  lookback=lookback, limit=limit, **fetch)
+            backends.fetch_jaeger(
+                url,
+                where,
+                service=service,
+                operation=operation,
+                lookback=lookback,
+                limit=limit,
+                **fetch,
+            )
             return self.load(where)
 
     def load_tempo(
@@ -228,6 +254,7 @@ class Workbook:
             file_report.note = "empty"
             return file_report
         source = Source.of(path)
+        source.probe()  # a decompression bomb is refused before any reader sees it
         reader = _reader(format) if format else detect(source)
         if reader is None:
             if explicit:
@@ -300,6 +327,10 @@ class Workbook:
                     continue
                 file_report.read += item.records
                 self._insert(item, source, load_id, plan_offset, file_report)
+        except CorruptStream as e:  # what came before the break is kept
+            file_report.rejected += 1
+            file_report.read += 1
+            rejects.append(Reject(f"byte {e.offset}", str(e)))
         except LoadError:
             raise
         except Exception as e:  # a reader bug must still name the file, never a bare traceback
@@ -447,8 +478,13 @@ class _Hasher:
         return self._digest
 
 
+def expand(paths: Iterable[str | Path]) -> list[tuple[Path, bool]]:
+    """Each file that loading ``paths`` would read, and whether it was named explicitly (not
+    found in a folder or glob). Raises ``LoadError`` for a path that names nothing."""
+    return list(_expand(paths))
+
+
 def _expand(paths: Iterable[str | Path]) -> Iterator[tuple[Path, bool]]:
-    """Each file to load, and whether it was named explicitly (not found in a folder/glob)."""
     for raw in paths:
         text = str(raw)
         p = Path(text).expanduser()

@@ -175,3 +175,17 @@ def test_interrupted_load_leaves_nothing_half_loaded(monkeypatch: pytest.MonkeyP
     assert wb.sql("select count(*) as n from loads")["n"][0] == 0
     monkeypatch.setattr(latkit.workbook.Workbook, "_record", real)
     assert wb.load(FIXTURES / "framed.pb").rows["spans"] > 0
+
+
+def test_load_reports_progress_before_each_file_and_checks_paths_first(tmp_path: Path) -> None:
+    seen: list[tuple[str, int, int]] = []
+    wb = latkit.open()
+    wb.load(
+        FIXTURES / "framed.pb",
+        FIXTURES / "spans.jsonl",
+        progress=lambda path, done, total: seen.append((path.name, done, total)),
+    )
+    assert seen == [("framed.pb", 0, 2), ("spans.jsonl", 1, 2)]
+    with pytest.raises(latkit.LoadError, match="no such file"):
+        wb.load(FIXTURES / "single.pb", tmp_path / "typo.pb")
+    assert wb.sql("select count(*) as n from loads")["n"][0] == 2  # single.pb was not loaded
