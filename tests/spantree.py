@@ -114,6 +114,22 @@ def internal(
     )
 
 
+def callee(
+    call: dict[str, Any], route: str, start_ms: float, end_ms: float, service: str = "inventory"
+) -> dict[str, Any]:
+    """The server span of a traced downstream service, child of the client span ``call``."""
+    return span(
+        call["trace_id"],
+        f"GET {route}",
+        start_ms,
+        end_ms,
+        parent=call,
+        kind="server",
+        service=service,
+        http_route=route,
+    )
+
+
 def workbook(*spans: dict[str, Any]) -> latkit.Workbook:
     """An in-memory workbook holding exactly these spans, enriched as a real load would."""
     wb = latkit.open()
@@ -128,9 +144,23 @@ def add(wb: latkit.Workbook, *spans: dict[str, Any]) -> None:
     cur.execute(f"INSERT INTO spans {enrich.SPANS_SELECT}", {"source": "test", "load_id": 0})
 
 
-def cache_set(parent: dict[str, Any], start_ms: float, end_ms: float,
-              statement: str = "SETEX ? ? ?", **kw: Any) -> dict[str, Any]:
+def cache_set(
+    parent: dict[str, Any],
+    start_ms: float,
+    end_ms: float,
+    statement: str = "SETEX ? ? ?",
+    **kw: Any,
+) -> dict[str, Any]:
     """A cache write span (redis-py style: the command as name, arguments masked)."""
-    return span(parent["trace_id"], statement.split()[0], start_ms, end_ms, parent=parent,
-                kind="client", service=parent["service"], db_system="redis",
-                db_statement=statement, **kw)
+    return span(
+        parent["trace_id"],
+        statement.split()[0],
+        start_ms,
+        end_ms,
+        parent=parent,
+        kind="client",
+        service=parent["service"],
+        db_system="redis",
+        db_statement=statement,
+        **kw,
+    )

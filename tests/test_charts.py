@@ -6,23 +6,14 @@ import polars as pl
 
 from latkit import charts
 from latkit.analysis import budget
-from tests.spantree import cache, client, db, server, span, workbook
+from tests.spantree import cache, callee, client, db, server, workbook
 
 
 def _wb():  # type: ignore[no-untyped-def]
     root = server("1", "/checkout", 0, 100)
     call = client(root, 20, 80)
-    callee = span(
-        "1",
-        "GET /stock/{sku}",
-        25,
-        75,
-        parent=call,
-        kind="server",
-        service="inventory",
-        http_route="/stock/{sku}",
-    )
-    return workbook(root, call, callee, db(callee, 30, 50), cache(root, 82, 90))
+    stock = callee(call, "/stock/{sku}", 25, 75)
+    return workbook(root, call, stock, db(stock, 30, 50), cache(root, 82, 90))
 
 
 def test_budget_bars_stack_categories_against_the_target() -> None:

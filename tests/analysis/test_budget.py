@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from latkit.analysis import budget
-from tests.spantree import cache, client, db, internal, server, span, workbook
+from tests.spantree import cache, callee, client, db, internal, server, span, workbook
 
 
 def _only(frame, **where):  # type: ignore[no-untyped-def]
@@ -57,17 +57,8 @@ def test_overlapping_children_go_to_the_one_on_the_critical_path() -> None:
 def test_traced_callee_splits_into_network_downstream_and_its_database() -> None:
     root = server("1", "/checkout", 0, 100)
     call = client(root, 20, 80)
-    callee = span(
-        "1",
-        "GET /stock/{sku}",
-        25,
-        75,
-        parent=call,
-        kind="server",
-        service="inventory",
-        http_route="/stock/{sku}",
-    )
-    wb = workbook(root, call, callee, db(callee, 30, 50))
+    stock = callee(call, "/stock/{sku}", 25, 75)
+    wb = workbook(root, call, stock, db(stock, 30, 50))
     shop = _only(budget.per_request(wb), service="shop")
     assert shop["self_ms"] == pytest.approx(40)
     assert shop["network_ms"] == pytest.approx(10)
