@@ -21,14 +21,18 @@ import bz2
 import contextlib
 import gzip
 import importlib
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import IO, Protocol, cast
+from typing import IO, TYPE_CHECKING, Protocol, cast
 
 import duckdb
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 #: Reader modules in the order their ``sniff`` is tried: the more specific first.
 READERS = (
@@ -46,6 +50,17 @@ READERS = (
 
 HEAD_BYTES = 64 * 1024
 
+#: A compressed file may expand this many times (real logs and traces: 5-50 times; gzip's
+#: own ceiling is about 1,030): beyond it the file is refused as a decompression bomb...
+MAX_RATIO = 500
+#: ... once this much has come out of it (small files may expand more, harmlessly).
+RATIO_FLOOR = 16 << 20
+#: Decompressed bytes ``Source.probe`` reads to judge the ratio before a reader that hands
+#: the file to DuckDB (which decompresses gzip and zstd itself) starts.
+PROBE_BYTES = 32 << 20
+#: Largest piece asked of the decompressor at once: a stream that breaks loses no more.
+_PIECE = 1 << 20
+
 _MAGIC = {
     b"\x1f\x8b": "gzip",
     b"\x28\xb5\x2f\xfd": "zstd",
@@ -55,6 +70,17 @@ _MAGIC = {
 
 class LoadError(Exception):
     """A file could not be loaded at all. The message names the file and the reason."""
+
+
+class CorruptStream(EOFError):
+    """A compressed file whose stream breaks (truncated or corrupt) after ``offset``
+    decompressed bytes. An ``EOFError``, as gzip's and bz2's own are, so readers that
+    keep what came before the break treat it the same; the workbook turns one that a reader
+    lets through into a reject, keeping the records already read."""
+
+    def __init__(self, message: str, offset: int):
+        super().__init__(message)
+        self.offset = offset
 
 
 @dataclass(frozen=True)
@@ -100,18 +126,36 @@ class Source:
         return str(self.path)
 
     def open(self) -> IO[bytes]:
-        """The decompressed content as a binary stream."""
+        """The decompressed content as a binary stream.
+
+        A compressed stream is guarded: it raises ``LoadError`` once it expands more than
+        ``MAX_RATIO`` times (a decompression bomb), and ``CorruptStream`` where it breaks.
+        """
+        raw = self.path.open("rb")
+        inner: IO[bytes]
         if self.compression == "gzip":
-            return cast(IO[bytes], gzip.open(self.path, "rb"))
-        if self.compression == "bz2":
-            return cast(IO[bytes], bz2.open(self.path, "rb"))
-        if self.compression == "zstd":
+            inner = cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
+        elif self.compression == "bz2":
+            inner = cast(IO[bytes], bz2.BZ2File(raw, "rb"))
+        elif self.compression == "zstd":
             import zstandard
 
-            return zstandard.ZstdDecompressor().stream_reader(
-                self.path.open("rb"), read_across_frames=True, closefd=True
+            inner = zstandard.ZstdDecompressor().stream_reader(
+                raw, read_size=1 << 16, read_across_frames=True, closefd=False
             )
-        return self.path.open("rb")
+        else:
+            return raw
+        return cast(IO[bytes], _Guarded(self, inner, raw))
+
+    def probe(self) -> None:
+        """Refuse a decompression bomb early: read up to ``PROBE_BYTES`` through the guard.
+        (For readers that let DuckDB decompress the file.)"""
+        if self.compression is None:
+            return
+        with self.open() as f, contextlib.suppress(CorruptStream):  # the reader's to report
+            left = PROBE_BYTES
+            while left > 0 and (piece := f.read(min(left, _PIECE))):
+                left -= len(piece)
 
     def head(self, n: int = HEAD_BYTES) -> bytes:
         """The first ``n`` decompressed bytes (fewer if the file is shorter or corrupt)."""
@@ -124,6 +168,89 @@ class Source:
             if type(e).__module__.startswith("zstandard"):
                 return b""
             raise
+
+
+class _Guarded(io.RawIOBase):
+    """A decompressing stream that counts what comes out of it (see ``Source.open``).
+
+    ``read(n)`` returns ``n`` bytes unless the stream ends; when it breaks, what did come
+    out is returned first and ``CorruptStream`` is raised by the next read.
+    """
+
+    def __init__(self, source: Source, inner: IO[bytes], raw: IO[bytes]):
+        self.source = source
+        self.inner = inner
+        self.raw = raw
+        # read1: the decompressor's pieces as they come, so a break loses only the last
+        self._next = getattr(inner, "read1", inner.read)
+        self.out = 0  # decompressed bytes so far
+        self.broken: CorruptStream | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.broken is not None:
+            raise self.broken
+        want = -1 if size is None or size < 0 else size
+        parts: list[bytes] = []
+        got = 0
+        while want < 0 or got < want:
+            try:
+                piece = self._piece(_PIECE if want < 0 else min(want - got, _PIECE))
+            except CorruptStream as e:
+                if not parts:
+                    raise
+                self.broken = e
+                break
+            if not piece:
+                break
+            parts.append(piece)
+            got += len(piece)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer: Buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def _piece(self, n: int) -> bytes:
+        try:
+            data = self._next(n)
+        except LoadError:
+            raise
+        except Exception as e:  # gzip, bz2 and zstandard each break in their own way
+            if not isinstance(e, OSError | EOFError | ValueError) and not type(
+                e
+            ).__module__.startswith("zstandard"):
+                raise
+            raise CorruptStream(
+                f"the {self.source.compression} stream is truncated or corrupt after "
+                f"{self.out:,} decompressed bytes ({e}); what came before was read",
+                self.out,
+            ) from e
+        self.out += len(data)
+        if self.out > RATIO_FLOOR:
+            consumed = max(self.raw.tell(), 1)
+            if self.out > MAX_RATIO * consumed:
+                raise LoadError(
+                    f"{self.source.name}: refused: {consumed:,} compressed bytes expand to "
+                    f"more than {self.out:,} ({self.out // consumed:,}:1; the limit is "
+                    f"{MAX_RATIO}:1), which no log or trace file does: a decompression bomb? "
+                    f"If the file is genuine, decompress it and load the result"
+                )
+        return data
+
+    def close(self) -> None:
+        try:
+            self.inner.close()
+        finally:
+            self.raw.close()
+            super().close()
 
 
 class ReaderModule(Protocol):

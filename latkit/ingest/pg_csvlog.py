@@ -78,7 +78,8 @@ SELECT
 FROM read_csv(
     $path, columns = $columns, header = false, delim = ',', quote = '"', escape = '"',
     compression = $compression, ignore_errors = true, store_rejects = true,
-    null_padding = false, parallel = true
+    null_padding = false, parallel = true, auto_detect = false,
+    strict_mode = false
 )
 """
 
