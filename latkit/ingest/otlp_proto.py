@@ -1149,6 +1149,8 @@ _MESSAGES: dict[str, dict[int, tuple[int, str | None]]] = {
     },
 }
 _FIXED = {1: 8, 5: 4}
+#: How much of the head the structure check walks (in Python: keep it short).
+SNIFF_BYTES = 4096
 
 
 def _plausible(data: bytes, pos: int, end: int, message: str, strict: bool = True) -> bool:
@@ -1216,6 +1218,7 @@ def _layout(head: bytes, strict: bool = True) -> str | None:
     """``"single"`` (one message), ``"framed"`` (length-prefixed ones) or None (neither).
     ``sniff`` is strict; ``read``, told the file is OTLP, accepts any plausible start
     (unknown fields, empty messages)."""
+    head = head[:SNIFF_BYTES]
     if head[:1] == b"\x0a" and _starts_traces(head, 0, MAX_MESSAGE_BYTES, strict):
         return "single"
     pos = 0
