@@ -58,6 +58,9 @@ RATIO_FLOOR = 16 << 20
 #: Decompressed bytes ``Source.probe`` reads to judge the ratio before a reader that hands
 #: the file to DuckDB (which decompresses gzip and zstd itself) starts.
 PROBE_BYTES = 32 << 20
+#: Largest record read whole into memory (a JSON document or line, an EXPLAIN file, a log
+#: entry): past it a file is refused, so that memory stays bounded whatever the input.
+MAX_RECORD_BYTES = 512 << 20
 #: Largest piece asked of the decompressor at once: a stream that breaks loses no more.
 _PIECE = 1 << 20
 

@@ -66,7 +66,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from latkit.ingest import LoadError, Reject, Rows, Source, excerpt
+from latkit.ingest import MAX_RECORD_BYTES, LoadError, Reject, Rows, Source, excerpt
 from latkit.schema import SPAN_STAGING
 
 FORMAT = "otlp_json"
@@ -530,7 +530,7 @@ class _Reader:
                 data = carry + block if carry else block
                 cut = data.rfind(b"\n") + 1
                 if cut == 0:
-                    carry = data
+                    carry = self._bounded(data)
                     continue
                 if first:
                     first = False
@@ -557,10 +557,22 @@ class _Reader:
             yield carry, len(carry), first and not self._is_json_lines(carry)
 
     def _read_rest(self, stream: IO[bytes]) -> bytes:
-        parts = []
+        parts, size = [], 0
         while block := self._read(stream, self.chunk_bytes):
             parts.append(block)
+            size += len(block)
+            self._bounded(b"", size)
         return b"".join(parts)
+
+    def _bounded(self, data: bytes, size: int | None = None) -> bytes:
+        """``data``, unless a document or line read whole grows past ``MAX_RECORD_BYTES``."""
+        if (len(data) if size is None else size) > MAX_RECORD_BYTES:
+            raise LoadError(
+                f"{self.source.name}: a JSON document or line of more than "
+                f"{MAX_RECORD_BYTES:,} bytes (from line {self.next_line}), which would be "
+                f"read whole: write one document per line (the Collector's file exporter does)"
+            )
+        return data
 
     def _is_json_lines(self, data: bytes) -> bool:
         """Whether ``data``, the start of the file, is JSON lines rather than one document.

@@ -24,9 +24,10 @@ import io
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 
@@ -138,9 +139,11 @@ def read(
         params = {"path": str(path), "columns": dict.fromkeys(names, "VARCHAR"),
                   "compression": compression}
         classifier = Classifier(derive_sessions=False, threads=threads, overlap=overlap)
-        reader = con.sql(sql, params=params).to_arrow_reader(batch_rows)
         next_line = 1
-        for batch in reader:
+        for batch in _batches(con, sql, params, batch_rows):
+            if isinstance(batch, Reject):  # the file breaks off here (a corrupt .gz or .zst)
+                yield Reject(f"line {next_line}", batch.reason)
+                break
             extra = batch.column("newlines").to_numpy(zero_copy_only=False).astype(np.int64)
             span = 1 + extra
             starts = next_line + np.cumsum(span) - span
@@ -149,9 +152,23 @@ def read(
             entries = entries.append_column("line", pa.array(starts, pa.int64()))
             yield from classifier.feed(entries)
         yield from classifier.close()
-        for line, text, why in con.sql(_REJECTS).fetchall():
+        try:
+            bad = con.sql(_REJECTS).fetchall()
+        except duckdb.CatalogException:  # the scan broke off before DuckDB made the table
+            bad = []
+        for line, text, why in bad:
             yield Reject(f"line {line}", f"not a csvlog record: {why.splitlines()[0]}",
                          excerpt(text or ""))
+
+
+def _batches(
+    con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, object], batch_rows: int
+) -> Iterator[pa.RecordBatch | Reject]:
+    """The query's batches; a Reject last if DuckDB cannot read on (what came before stays)."""
+    try:
+        yield from con.sql(sql, params=params).to_arrow_reader(batch_rows)
+    except duckdb.IOException as e:
+        yield Reject("", f"cannot read on: {str(e).splitlines()[0]}")
 
 
 class _readable:

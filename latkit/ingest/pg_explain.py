@@ -22,7 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from latkit.ingest import LoadError, Reject, Rows, Source, excerpt
+from latkit.ingest import MAX_RECORD_BYTES, LoadError, Reject, Rows, Source, excerpt
 
 __all__ = ["FORMAT", "PLAN_NODES_STAGING", "PLANS_STAGING", "flatten", "read", "sniff"]
 
@@ -184,7 +184,10 @@ def read(source: Source, **options: object) -> Iterator[Rows | Reject]:
     early is a ``LoadError`` when nothing before it was readable, otherwise a ``Reject``.
     """
     with source.open() as f:
-        raw = f.read()
+        raw = f.read(MAX_RECORD_BYTES + 1)
+    if len(raw) > MAX_RECORD_BYTES:
+        raise LoadError(f"{source.name}: more than {MAX_RECORD_BYTES:,} bytes of EXPLAIN output, "
+                        "which is read whole: split it into several files")
     text = raw.decode("utf-8", "replace").lstrip("\ufeff")
     if _ALIGNED_HEADER.match(text.lstrip().encode()):
         text = _unalign(text)
@@ -242,6 +245,16 @@ def _documents(source: Source, text: str) -> Iterator[dict[str, Any] | Reject]:
             break
         try:
             document, end = decoder.raw_decode(text, position)
+        except RecursionError:  # JSON nested thousands deep: no EXPLAIN output is
+            line += text.count("\n", counted, position)
+            if found == 0:
+                raise LoadError(
+                    f"{source.name}: not readable as EXPLAIN (FORMAT JSON): the document at "
+                    f"line {line} is nested too deeply to read"
+                ) from None
+            yield Reject(f"line {line}", f"JSON nested too deeply after {found} plan(s)",
+                         excerpt(text[position : position + 120]))
+            return
         except json.JSONDecodeError as e:
             if found == 0:
                 # EXPLAIN output always ends with a closing bracket: without one, say so.

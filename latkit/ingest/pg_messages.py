@@ -46,7 +46,7 @@ import numpy as np
 import pyarrow as pa
 
 from latkit import ingest
-from latkit.ingest import Rows, Source
+from latkit.ingest import MAX_RECORD_BYTES, LoadError, Rows, Source
 
 __all__ = [
     "ENTRIES",
@@ -565,7 +565,7 @@ class Classifier:
             if body.startswith("{"):
                 try:
                     doc = json.loads(body)
-                except ValueError:
+                except (ValueError, RecursionError):  # not JSON, or nested absurdly deep
                     doc = None
             if isinstance(doc, dict):
                 statements.append(doc.get("Query Text"))
@@ -630,7 +630,7 @@ def line_chunks(source: Source, chunk_bytes: int) -> Iterator[pa.Table]:
             ends = np.flatnonzero(arr == 10) + 1  # one past each newline
             starts = np.concatenate(([0], ends[:-1])).astype(np.int64)
             if len(ends) == 0:
-                carry = buf
+                carry = _bounded(source, buf, line_base)
                 continue
             firsts = arr[np.minimum(starts, len(buf) - 1)]
             cont = firsts == 9
@@ -644,7 +644,7 @@ def line_chunks(source: Source, chunk_bytes: int) -> Iterator[pa.Table]:
                                                      int(starts[heads[k]]) + 400]:
                     k -= 1
                 if k < 1:
-                    carry = buf
+                    carry = _bounded(source, buf, line_base)
                     continue
                 keep = int(heads[k])
                 carry = buf[int(starts[keep]):]
@@ -666,6 +666,16 @@ def line_chunks(source: Source, chunk_bytes: int) -> Iterator[pa.Table]:
             grp_base = int(grp[-1])
             if eof:
                 return
+
+
+def _bounded(source: Source, buf: bytes, line_base: int) -> bytes:
+    """``buf``, unless one entry (or one line) has grown past ``MAX_RECORD_BYTES``."""
+    if len(buf) > MAX_RECORD_BYTES:
+        raise LoadError(
+            f"{source.name}: a log entry of more than {MAX_RECORD_BYTES:,} bytes from line "
+            f"{line_base + 1} on: not a PostgreSQL log from there (no line breaks)"
+        )
+    return buf
 
 
 def _strings(data: bytes, offsets: np.ndarray) -> pa.Array:

@@ -58,7 +58,7 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from latkit.ingest import LoadError, Reject, Rows, Source, excerpt
+from latkit.ingest import MAX_RECORD_BYTES, LoadError, Reject, Rows, Source, excerpt
 from latkit.schema import SPAN_KINDS, SPAN_STAGING
 
 FORMAT = "zipkin_json"
@@ -225,16 +225,18 @@ def _pieces(
                 data = carry + block
                 cut = data.rfind(b"\n") + 1
                 if cut == 0:
-                    carry = data
+                    carry = _bounded(source, data, line_no)
                     continue
                 lines = data[:cut].split(b"\n")[:-1]
                 carry = data[cut:]
                 if first:
                     first = False
                     if not _is_json_lines(con, lines):
-                        rest = []
+                        rest, size = [], len(data)
                         while block := _read(stream, chunk_bytes):
                             rest.append(block)
+                            size += len(block)
+                            _bounded(source, b"", line_no, size)
                         yield [1], [data + b"".join(rest)]
                         return
                 yield list(range(line_no, line_no + len(lines))), lines
@@ -255,6 +257,16 @@ def _pieces(
 
 class _Truncated(Exception):
     pass
+
+
+def _bounded(source: Source, data: bytes, line_no: int, size: int | None = None) -> bytes:
+    """``data``, unless a document or line read whole grows past ``MAX_RECORD_BYTES``."""
+    if (len(data) if size is None else size) > MAX_RECORD_BYTES:
+        raise LoadError(
+            f"{source.name}: a JSON document or line of more than {MAX_RECORD_BYTES:,} bytes "
+            f"(from line {line_no}), which would be read whole: write one document per line"
+        )
+    return data
 
 
 def _read(stream: IO[bytes], n: int) -> bytes:
