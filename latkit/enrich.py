@@ -13,11 +13,16 @@ slower), and the rules that combine them are one SQL statement, ``SPANS_SELECT``
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from latkit import fingerprint
+
+if TYPE_CHECKING:
+    from latkit.redact import Redaction
 
 #: Promoted columns and the attribute keys they are read from, first match wins.
 SPAN_KEYS: dict[str, tuple[str, ...]] = {
@@ -129,27 +134,36 @@ def attributes(
     return out
 
 
-def stage_spans(batch: pa.RecordBatch | pa.Table) -> pa.Table:
-    """A staged span batch with the promoted columns that ``SPANS_SELECT`` reads."""
+def stage_spans(batch: pa.RecordBatch | pa.Table, redaction: Redaction | None = None) -> pa.Table:
+    """A staged span batch with the promoted columns that ``SPANS_SELECT`` reads; redacted
+    (``latkit.redact``) when a ``redaction`` is given. Templates and fingerprints come from
+    the original statements, so a redacted workbook joins an unredacted one."""
     table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
     for column, values in attributes(table.column("attributes"), SPAN_KEYS).items():
         table = table.append_column(column, values)
     query_template, fp = fingerprint.templates(table.column("_db_statement"))
     table = table.append_column("_query_template", query_template)
-    return table.append_column("_fingerprint", fp)
+    table = table.append_column("_fingerprint", fp)
+    if redaction is None:
+        return table
+    table = redaction.spans(table)
+    # The peer may have been a client address, now hashed: promote it again.
+    peer = attribute(table.column("attributes"), SPAN_KEYS["_peer"])
+    return table.set_column(table.schema.get_field_index("_peer"), "_peer", peer)
 
 
-def stage_sql_texts(table_name: str, batch: pa.RecordBatch | pa.Table) -> pa.Table:
-    """A query-log batch with ``query_template`` and ``fingerprint`` added where missing."""
+def stage_sql_texts(
+    table_name: str, batch: pa.RecordBatch | pa.Table, redaction: Redaction | None = None
+) -> pa.Table:
+    """A query-log batch with ``query_template`` and ``fingerprint`` added where missing;
+    redacted (``latkit.redact``) when a ``redaction`` is given."""
     table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
     column = STATEMENT_COLUMN.get(table_name)
-    if column is None or column not in table.column_names:
-        return table
-    if "fingerprint" in table.column_names and "query_template" in table.column_names:
-        return table
-    query_template, fp = fingerprint.templates(table.column(column))
-    for name, values in (("query_template", query_template), ("fingerprint", fp)):
-        if name in table.column_names:
-            table = table.drop_columns([name])
-        table = table.append_column(name, values)
-    return table
+    names = table.column_names
+    if column in names and not ("fingerprint" in names and "query_template" in names):
+        query_template, fp = fingerprint.templates(table.column(column))
+        for name, values in (("query_template", query_template), ("fingerprint", fp)):
+            if name in table.column_names:
+                table = table.drop_columns([name])
+            table = table.append_column(name, values)
+    return table if redaction is None else redaction.sql_table(table_name, table)

@@ -13,7 +13,7 @@ import glob
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -21,8 +21,9 @@ from typing import Any
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 
-from latkit import enrich, schema
+from latkit import enrich, redact, schema
 from latkit.ingest import (
     CorruptStream,
     LoadError,
@@ -33,6 +34,7 @@ from latkit.ingest import (
     detect,
     excerpt,
 )
+from latkit.redact import Action, Redaction
 
 __all__ = ["FileReport", "LoadReport", "Workbook", "WorkbookError", "expand", "open"]
 
@@ -135,6 +137,7 @@ class Workbook:
         self.con = con
         self.path = path
         self.read_only = read_only
+        self._redaction: Redaction | None = None  # set during a load(redact=True)
 
     def __repr__(self) -> str:
         where = self.path or ":memory:"
@@ -168,6 +171,8 @@ class Workbook:
         *paths: str | Path,
         format: str | None = None,
         progress: Callable[[Path, int, int], None] | None = None,
+        redact: bool = False,
+        redact_keys: Mapping[str, Action] | None = None,
         **options: Any,
     ) -> LoadReport:
         """Load files, folders (recursively) and globs; each file's format is detected.
@@ -177,16 +182,24 @@ class Workbook:
         holds nothing readable raises ``LoadError``; files of no known format inside a folder
         or glob are listed in ``report.skipped``. Every path is checked before anything is
         loaded. ``progress(path, done, total)`` is called before each file.
+
+        ``redact=True`` stores statements only as templates, no bind parameters, and drops
+        or hashes private attributes (``latkit.redact.DEFAULT_KEYS``, plus ``redact_keys``,
+        e.g. ``{"app.customer": "drop"}``) before anything is written (``latkit.redact``).
         """
         if self.read_only:
             raise WorkbookError("this workbook was opened read-only; open it without read_only")
         started = time.perf_counter()
         report = LoadReport()
         targets = expand(paths)
-        for done, (path, explicit) in enumerate(targets):
-            if progress is not None:
-                progress(path, done, len(targets))
-            report.files.append(self._load_file(path, explicit, format, options))
+        self._redaction = Redaction.of(redact_keys) if redact or redact_keys else None
+        try:
+            for done, (path, explicit) in enumerate(targets):
+                if progress is not None:
+                    progress(path, done, len(targets))
+                report.files.append(self._load_file(path, explicit, format, options))
+        finally:
+            self._redaction = None
         report.seconds = time.perf_counter() - started
         return report
 
@@ -346,10 +359,10 @@ class Workbook:
         cur = self.con  # the load's transaction is on this connection
         params: dict[str, object] = {"source": source.name, "load_id": load_id}
         if table == "spans":
-            cur.register("_staged", enrich.stage_spans(item.batch))
+            cur.register("_staged", enrich.stage_spans(item.batch, self._redaction))
             cur.execute(f"INSERT INTO spans {enrich.SPANS_SELECT}", params)
         else:
-            staged = enrich.stage_sql_texts(table, item.batch)
+            staged = enrich.stage_sql_texts(table, item.batch, self._redaction)
             cur.register("_staged", staged)
             columns = "*"
             if "plan_id" in staged.column_names:
@@ -423,10 +436,11 @@ class Workbook:
     ) -> None:
         cur = self.con  # the load's transaction is on this connection
         if rejects:
-            cur.executemany(
-                "INSERT INTO rejects VALUES (?, ?, ?, ?, ?)",
-                [[load_id, str(path), r.position, r.reason, r.excerpt] for r in rejects],
-            )
+            rows = [[load_id, str(path), r.position, r.reason, r.excerpt] for r in rejects]
+            if self._redaction is not None:  # excerpts not kept; reasons may quote the input
+                why = redact.scrub_text(pa.array([r.reason for r in rejects], pa.string()))
+                rows = [[*row[:3], w, None] for row, w in zip(rows, why.to_pylist(), strict=True)]
+            cur.executemany("INSERT INTO rejects VALUES (?, ?, ?, ?, ?)", rows)
         report.seconds = time.perf_counter() - started
         cur.execute(
             "INSERT INTO loads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",

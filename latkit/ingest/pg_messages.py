@@ -224,18 +224,18 @@ def detect_prefix(lines: Sequence[str]) -> Prefix | None:
 TS_MACROS = (
     r"""
     CREATE OR REPLACE TEMP MACRO pg_ts_local(local, tz) AS CASE
-        WHEN tz IN ('', 'UTC', 'GMT', 'Z', 'UCT') THEN epoch_ns(local)
-        WHEN regexp_full_match(tz, '[+-]\d\d(:?\d\d)?') THEN epoch_ns(local)
+        WHEN tz IN ('', 'UTC', 'GMT', 'Z', 'UCT') THEN try(epoch_ns(local))
+        WHEN regexp_full_match(tz, '[+-]\d\d(:?\d\d)?') THEN try(epoch_ns(local))
             - (CASE WHEN tz[1] = '-' THEN -1 ELSE 1 END)
               * (tz[2:3]::BIGINT * 3600
                  + coalesce(try_cast(replace(tz[4:], ':', '') AS BIGINT), 0) * 60)
               * 1000000000
-        WHEN tz IN (SELECT name FROM pg_timezone_names()) THEN epoch_ns(timezone(tz, local))
+        WHEN tz IN (SELECT name FROM pg_timezone_names()) THEN try(epoch_ns(timezone(tz, local)))
     END
     """,
     r"""
-    CREATE OR REPLACE TEMP MACRO pg_ts_ns(t) AS CASE
-        WHEN suffix(t, ' UTC') THEN epoch_ns(try_cast(t[1:-5] AS TIMESTAMP))
+    CREATE OR REPLACE TEMP MACRO pg_ts_ns(t) AS CASE  -- try(): NULL past nanoseconds' range
+        WHEN suffix(t, ' UTC') THEN try(epoch_ns(try_cast(t[1:-5] AS TIMESTAMP)))
         ELSE pg_ts_local(
             try_cast(regexp_extract(t, '^(\S+ \S+)', 1) AS TIMESTAMP),
             regexp_extract(t, '^\S+ \S+ (\S+)$', 1))
