@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import polars as pl
@@ -37,6 +38,8 @@ from latkit.ingest import (
 from latkit.redact import Action, Redaction
 
 __all__ = ["FileReport", "LoadReport", "Workbook", "WorkbookError", "expand", "open"]
+
+T = TypeVar("T")
 
 #: Rejects kept per file in the ``rejects`` table; the count is always exact.
 MAX_REJECTS_STORED = 10_000
@@ -331,7 +334,7 @@ class Workbook:
         rejects: list[Reject] = []
         plan_offset = self._next_plan_id()
         try:
-            for item in reader.read(source, **options):
+            for item in _prefetch(reader.read(source, **options)):
                 if isinstance(item, Reject):
                     file_report.rejected += 1
                     file_report.read += 1
@@ -475,6 +478,62 @@ class Workbook:
         return bool(
             self.con.execute("SELECT count(*) FROM loads WHERE sha256 = ?", [sha]).fetchall()[0][0]
         )
+
+
+class _Raised:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+_DONE = object()
+
+
+def _prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """``items``, produced by a background thread up to ``depth`` ahead.
+
+    A reader decoding the next batch (numba, DuckDB and Arrow all release the GIL) then
+    overlaps with the workbook enriching and inserting the previous one: on two cores that
+    is most of the difference between the two added up and the slower of the two.
+    Exceptions are raised here, in order; stopping early stops the reader too.
+    """
+    slots: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+        except BaseException as e:  # handed to the consumer, which re-raises it
+            put(_Raised(e))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+            put(_DONE)
+
+    worker = threading.Thread(target=produce, name="latkit-reader", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Raised):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        worker.join()
 
 
 class _Hasher:
