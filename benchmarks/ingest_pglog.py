@@ -14,6 +14,32 @@ connection and disconnection lines, every statement with a ``duration:`` as
 
 Each is run in its own process so that peak RSS (``ru_maxrss`` of that process) is its own.
 Results are printed as a table; the median of the runs is what counts (machines are noisy).
+``--only pgbadger`` / ``--only latkit`` run one side (pgBadger takes minutes per run).
+
+Measured 2026-11-28 on the 2-core development machine, shared with other sessions (load
+average 4-9 throughout, so every figure is slower than on an idle machine), duckdb 2.0.1,
+pgBadger 12.0; 1,000,000 statements (csvlog 240 MB, stderr 138 MB)::
+
+    .venv/bin/python benchmarks/ingest_pglog.py --runs 1 --only pgbadger
+    .venv/bin/python benchmarks/ingest_pglog.py --runs 3 --only latkit
+
+    file    tool                 median s   stmts/s   peak MB   x pgbadger -j 1
+    csvlog  pgbadger -j 1          618.68     1,616        35
+    csvlog  pgbadger -j 2          402.89     2,482        35
+    csvlog  latkit load             10.50    95,201      1102   59x
+    csvlog  latkit reader only       6.24   160,277       623   99x
+    stderr  pgbadger -j 1          504.05     1,984        35
+    stderr  pgbadger -j 2          237.83     4,205        35
+    stderr  latkit load             18.10    55,234      1196   28x
+    stderr  latkit reader only      11.48    87,142       681   44x
+
+The two sides ran one after the other, not interleaved, because pgBadger alone took half an
+hour; the load from other sessions was heavier during the pgBadger runs, which flatters the
+ratios. In CPU seconds (less sensitive to load): pgBadger -j 1 spent 38.8 s on 200,000 stderr
+statements (about 195 s per million), latkit's stderr reader 9.3 s per million and its whole
+load about 15 s. ``latkit load`` includes fingerprinting and the in-memory workbook's tables,
+which hold every row (its memory grows with the file by design); the reader alone stays near
+650 MB whatever the size (1M: 657 MB, 2M: 697 MB; a 200,000-line file, one chunk: 418 MB).
 """
 
 from __future__ import annotations
