@@ -15,10 +15,16 @@
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
+import signal
 import struct
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import duckdb
 import pytest
 import zstandard
 
@@ -150,3 +156,159 @@ def test_the_ratio_guard_leaves_ordinary_compressed_files_alone() -> None:
     assert ingest.MAX_RATIO >= 100
     report = latkit.open().load(FIXTURES / "pglogs")
     assert report.loaded > 0
+
+
+# --- interrupted loads ----------------------------------------------------------------------
+
+LOADER = """
+import sys
+import latkit
+wb = latkit.open(sys.argv[1])
+wb.load(sys.argv[2])
+print("loading", flush=True)
+wb.load(sys.argv[3])
+print("done", flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def big_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real log, repeated to ~40 MB: seconds to load, long enough to interrupt."""
+    path = tmp_path_factory.mktemp("big") / "big.log"
+    block = (FIXTURES / "pglogs/main.log").read_bytes()
+    path.write_bytes(block * (40_000_000 // len(block)))
+    return path
+
+
+def start_loading(db: Path, big: Path) -> subprocess.Popen[str]:
+    """A process that loads a small file (committed), then ``big``; returns once it is
+    loading ``big``."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", LOADER, str(db), str(FIXTURES / "otlp/framed.pb"), str(big)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == "loading"
+    time.sleep(1.0)
+    assert child.poll() is None, "the load finished before it could be interrupted"
+    return child
+
+
+def finish(child: subprocess.Popen[str], timeout: float) -> int:
+    """Wait for ``child``; its exit code (its pipe closed)."""
+    with child:
+        return child.wait(timeout=timeout)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_an_interrupted_load_records_nothing_of_the_file_and_loading_again_completes_it(
+    tmp_path: Path, big_log: Path, sig: signal.Signals
+) -> None:
+    db = tmp_path / "case.duckdb"
+    child = start_loading(db, big_log)
+    child.send_signal(sig)
+    assert finish(child, 120) != 0
+    with latkit.open(db) as wb:  # opens: DuckDB replays only committed transactions
+        assert wb.sql("select path from loads")["path"].to_list() == [
+            str(FIXTURES / "otlp/framed.pb")
+        ]
+        assert wb.counts()["queries"] == wb.counts()["connections"] == 0
+        assert wb.sql("select count(*) as n from rejects")["n"][0] == 0
+        report = wb.load(big_log)
+        assert report.files[0].note is None and report.loaded > 0
+        assert wb.counts()["queries"] == report.rows["queries"]
+        assert len(wb.sql("select * from loads")) == 2
+
+
+# --- reading while another process loads ----------------------------------------------------
+
+
+def test_a_reader_waits_for_the_loader_then_sees_every_committed_file(
+    tmp_path: Path, big_log: Path
+) -> None:
+    # DuckDB: one process writes a database file, or several read it; never both at once.
+    # So a notebook opens the workbook read_only and, while a loader holds it, gets a
+    # WorkbookError naming the lock: it retries (or reads a copy made between loads).
+    db = tmp_path / "case.duckdb"
+    child = start_loading(db, big_log)
+    with pytest.raises(latkit.WorkbookError, match="lock"):
+        latkit.open(db, read_only=True)
+    assert finish(child, 600) == 0
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            wb = latkit.open(db, read_only=True)
+            break
+        except latkit.WorkbookError:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    with wb:
+        assert len(wb.sql("select * from loads")) == 2
+        assert wb.counts()["queries"] > 0
+
+
+# --- SQL safety -----------------------------------------------------------------------------
+
+EVIL = "x'; DROP TABLE spans; --"
+
+
+def make_evil_traces(path: Path) -> Path:
+    """Spans whose service, route and names are SQL injection attempts (SDK-made)."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": EVIL}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("evil")
+    for _ in range(3):
+        with tracer.start_as_current_span(EVIL, kind=SpanKind.SERVER) as server:
+            server.set_attributes({"http.route": f'/o/"{EVIL}', "http.request.method": "GET"})
+            with tracer.start_as_current_span("SELECT", kind=SpanKind.CLIENT) as db:
+                db.set_attributes({"db.system": "postgresql", "db.statement": "SELECT 1"})
+    provider.shutdown()
+    body = encode_spans(exporter.get_finished_spans()).SerializeToString()
+    path.write_bytes(struct.pack(">I", len(body)) + body)
+    return path
+
+
+def test_injection_through_file_paths_service_and_route_names_and_arguments(
+    tmp_path: Path,
+) -> None:
+    from latkit.analysis import budget, cache, indexes
+
+    folder = tmp_path / 'it\'s "quoted"; DROP TABLE spans; --'
+    folder.mkdir()
+    wb = latkit.open(tmp_path / "case.duckdb")
+    report = wb.load(make_evil_traces(folder / f"{EVIL}.pb"))
+    csv = folder / "o'brien.csv"
+    csv.write_bytes((FIXTURES / "pgplans/statements_pg17.csv").read_bytes())
+    report = wb.load(csv)
+    assert report.loaded > 0
+    spans = wb.counts()["spans"]
+    assert spans == 6
+    assert wb.sql("select distinct service from spans")["service"].to_list() == [EVIL]
+    assert wb.sql("select count(*) as n from loads where path like ?", [f"%{EVIL}%"])["n"][0]
+
+    by_service = budget.breakdown(wb, service=EVIL, route=f'/o/"{EVIL}')
+    assert set(by_service["service"]) == {EVIL}
+    assert budget.per_request(wb, service=EVIL).height == 3
+    for attempt in (EVIL, "' OR '1'='1", '"; DROP TABLE spans; --'):
+        assert budget.per_request(wb, service=attempt, route=attempt).height == 0
+        assert budget.trace_spans(wb, attempt).height == 0
+        for call, kwargs in (
+            (budget.by_route, {"every": attempt}),
+            (cache.hit_rates, {"by": attempt}),
+            (indexes.top_queries, {"by": attempt}),
+        ):
+            # Refused as a bad argument is fine, as long as nothing of it ran as SQL.
+            with contextlib.suppress(ValueError, duckdb.Error):
+                call(wb, **kwargs)  # type: ignore[operator]
+        assert wb.counts()["spans"] == spans
+    assert "spans" in set(wb.sql("select table_name from duckdb_tables()")["table_name"])
