@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import latkit
+from latkit.fingerprint import fingerprint
 
 SAMPLE = Path(__file__).parents[1] / "sample_data"
 TRUTH = json.loads((SAMPLE / "truth.json").read_text())
@@ -58,3 +59,14 @@ def test_status_codes_per_route_match_the_load_generator(wb: latkit.Workbook) ->
             ).rows()
         )
         assert codes == info["status"], route
+
+
+@pytest.mark.parametrize("log", ["postgresql.log.gz", "postgresql.csv.gz", "postgresql.json.gz"])
+def test_statements_per_template_match_the_services_counts(log: str) -> None:
+    wb = latkit.open()
+    wb.load(SAMPLE / "postgres" / log)
+    seen = dict(wb.sql("select fingerprint, count(*) from queries group by all").rows())
+    expected = {fingerprint(s["pg_template"]): s["count"] for s in TRUTH["statements"]}
+    assert {fp: seen.get(fp) for fp in expected} == expected
+    # The code's %s form and the server's $1 form are the same template.
+    assert {fingerprint(s["template"]) for s in TRUTH["statements"]} == set(expected)
