@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 
-.PHONY: install lab test lint bench clean
+.PHONY: install lab test lint fuzz bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,10 @@ lint: install
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest -q tests $(if $(NOTEBOOKS),--nbval-lax $(NOTEBOOKS))
+	$(BIN)/pytest -q -m "not long" tests $(if $(NOTEBOOKS),--nbval-lax $(NOTEBOOKS))
+
+fuzz: install
+	$(BIN)/pytest -q -m long tests/test_fuzz.py
 
 bench: install
 	$(BIN)/python benchmarks/ingest_otlp.py

@@ -23,7 +23,6 @@ import bz2
 import gzip
 import hashlib
 import struct
-import tomllib
 from collections.abc import Callable
 from itertools import count
 from pathlib import Path
@@ -157,17 +156,6 @@ def mutated(draw: Draw) -> Case:
     return Case(f"{name}: {', '.join(steps)}", data, fmt)
 
 
-def _long_mark() -> pytest.MarkDecorator:
-    """``pytest.mark.long`` once pyproject.toml registers it; until then the long run is
-    skipped (an unregistered mark is an error under ``filterwarnings = error``)."""
-    config = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
-    markers = config["tool"]["pytest"]["ini_options"].get("markers", [])
-    if any(m.split(":")[0].strip() == "long" for m in markers):
-        return pytest.mark.long
-    return pytest.mark.skip(reason="register the 'long' mark in pyproject.toml to run it")
-
-
-LONG = _long_mark()
 
 # --- the property ---------------------------------------------------------------------------
 
@@ -242,7 +230,7 @@ def test_a_mutated_real_file_loads_or_is_refused_cleanly(folder: Path, case: Cas
     load_and_check(folder, case.data, case.fmt)
 
 
-@LONG
+@pytest.mark.long
 @settings(
     max_examples=10_000,
     deadline=None,
