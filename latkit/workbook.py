@@ -296,30 +296,39 @@ class Workbook:
         else:
             hasher.start()
 
+        # Batches are committed as they come, so that memory stays bounded however large the
+        # file; the file counts as loaded only once its ``loads`` row is written, in the same
+        # transaction as its deduplication. Rows of a load that never got that far (killed,
+        # interrupted) are removed here or when the workbook is next opened.
+        _discard_unfinished(self.con)
         load_id = self._next_load_id()
-        self.con.begin()
         try:
             rejects = self._ingest(reader, source, load_id, options, file_report)
             sha = hasher.result()
             if self._seen_sha(sha):
-                self.con.rollback()
+                _discard(self.con, load_id)
                 return FileReport(
                     str(path),
                     reader.FORMAT,
                     note="already loaded",
                     seconds=time.perf_counter() - started,
                 )
-            file_report.duplicates += self._drop_duplicate_spans(load_id, file_report)
-            if explicit and file_report.loaded == 0 and file_report.duplicates == 0:
-                first = rejects[0].reason if rejects else "no records found"
-                raise LoadError(
-                    f"{path}: nothing readable as {reader.FORMAT} "
-                    f"({file_report.rejected:,} unreadable record(s); first: {first})"
-                )
-            self._record(load_id, path, sha, file_report, rejects, started)
-            self.con.commit()
+            self.con.begin()
+            try:
+                file_report.duplicates += self._drop_duplicate_spans(load_id, file_report)
+                if explicit and file_report.loaded == 0 and file_report.duplicates == 0:
+                    first = rejects[0].reason if rejects else "no records found"
+                    raise LoadError(
+                        f"{path}: nothing readable as {reader.FORMAT} "
+                        f"({file_report.rejected:,} unreadable record(s); first: {first})"
+                    )
+                self._record(load_id, path, sha, file_report, rejects, started)
+                self.con.commit()
+            except BaseException:
+                self.con.rollback()
+                raise
         except BaseException:
-            self.con.rollback()
+            _discard(self.con, load_id)
             raise
         return file_report
 
@@ -359,7 +368,7 @@ class Workbook:
         table = item.table
         if table not in schema.DATA_TABLES:
             raise LoadError(f"{source.name}: reader produced rows for unknown table {table!r}")
-        cur = self.con  # the load's transaction is on this connection
+        cur = self.con  # each batch commits on its own; the loads row marks the file done
         params: dict[str, object] = {"source": source.name, "load_id": load_id}
         if table == "spans":
             cur.register("_staged", enrich.stage_spans(item.batch, self._redaction))
@@ -477,6 +486,21 @@ class Workbook:
     def _seen_sha(self, sha: str) -> bool:
         return bool(
             self.con.execute("SELECT count(*) FROM loads WHERE sha256 = ?", [sha]).fetchall()[0][0]
+        )
+
+
+def _discard(con: duckdb.DuckDBPyConnection, load_id: int) -> None:
+    """Remove every row of one load (one that failed or was interrupted)."""
+    for table in schema.DATA_TABLES:
+        con.execute(f"DELETE FROM {table} WHERE load_id = ?", [load_id])
+
+
+def _discard_unfinished(con: duckdb.DuckDBPyConnection) -> None:
+    """Remove rows of loads that never recorded themselves in ``loads`` (the process was
+    killed mid-file). Such a load always has an id above every recorded one."""
+    for table in schema.DATA_TABLES:
+        con.execute(
+            f"DELETE FROM {table} WHERE load_id > (SELECT coalesce(max(load_id), 0) FROM loads)"
         )
 
 
@@ -667,3 +691,4 @@ def _prepare(con: duckdb.DuckDBPyConnection, where: str, read_only: bool) -> Non
     for macro in schema.MACROS:
         con.execute(macro)
     con.commit()
+    _discard_unfinished(con)
