@@ -47,6 +47,12 @@ Measured (``/tmp`` script, 1,000,000 spans, 20,000 traces, ~10,000 spans a line,
   Orjson is not a dependency; NOTES.md's orjson/Python flattening (78k/s) and ``read_ndjson``
   (53-77k/s, ~3 GB) are slower or unbounded.
 
+The common shape (``resourceSpans`` documents with hex ids and lowerCamelCase keys, the
+Collector's and the OTLP exporters') is first given to the compiled scanner of
+``latkit.ingest._otlp_json_fast``, which reads the same rows at a fraction of the CPU
+(numbers in its docstring); only the lines it leaves (other shapes, base64 ids, anything
+odd) go through the SQL below, the others blanked so that line numbers hold.
+
 ``json_transform`` is non-strict: a value of the wrong type becomes NULL instead of failing
 the query, so only a line that is not JSON at all (or not UTF-8) can fail a chunk. The happy
 path does not pay for validation; when a chunk fails, the lines are checked with
@@ -73,6 +79,9 @@ FORMAT = "otlp_json"
 
 #: Bytes of whole lines handed to DuckDB at a time (a longer line is read whole).
 CHUNK_BYTES = 32 * 1024 * 1024
+
+#: Spans per batch handed on, when the fast path merges chunks (see ``read``).
+BATCH_SPANS = 200_000
 
 #: Bytes of text per Arrow record batch inside a chunk (a longer line is a batch of its own).
 BATCH_BYTES = 1024 * 1024
@@ -381,7 +390,7 @@ def _rename_keys(data: bytes) -> bytes:
 
 
 def read(
-    source: Source, *, chunk_bytes: int = CHUNK_BYTES, fast: bool = True, **options: object
+    source: Source, *, chunk_bytes: int | None = None, fast: bool = True, **options: object
 ) -> Iterator[Rows | Reject]:
     """Spans of an OTLP JSON file, as ``Rows("spans", ...)`` batches in ``SPAN_STAGING`` shape.
 
@@ -391,14 +400,22 @@ def read(
     The next chunk is parsed in a background thread while the caller stores this one.
     With ``fast`` (the default) the common shape is read by the compiled scanner of
     ``latkit.ingest._otlp_json_fast`` and only what it leaves goes through DuckDB; the rows
-    are the same either way.
+    are the same either way. Unless ``chunk_bytes`` is given, the fast path's chunks are then
+    merged into batches of about ``BATCH_SPANS`` spans: the workbook pays a fixed cost per
+    batch it stores (measured: 1M spans in 32 MiB chunks, 18 batches, 21.7 s end to end; in
+    5 batches 12.6 s).
 
     >>> spans = [r.batch for r in read(Source.of("spans.jsonl")) if isinstance(r, Rows)]
     ... # doctest: +SKIP
     """
     reader: _Reader | None = None
     try:
-        reader = _Reader(source, chunk_bytes, fast)
+        reader = _Reader(
+            source,
+            CHUNK_BYTES if chunk_bytes is None else chunk_bytes,
+            fast,
+            BATCH_SPANS if chunk_bytes is None else 0,
+        )
         yield from _ahead(reader.items())
     except LoadError:
         raise
@@ -461,9 +478,12 @@ class _Truncated(Exception):
 class _Reader:
     """One pass over one file, with the private DuckDB connection that does the parsing."""
 
-    def __init__(self, source: Source, chunk_bytes: int, fast: bool = True) -> None:
+    def __init__(
+        self, source: Source, chunk_bytes: int, fast: bool = True, batch_spans: int = 0
+    ) -> None:
         import duckdb
 
+        self.batch_spans = batch_spans if fast else 0  # merge chunks' rows up to this many
         self.scanner: Any = None
         if fast:
             from latkit.ingest._otlp_json_fast import Scanner
@@ -494,14 +514,26 @@ class _Reader:
             stream = self.source.open()
         except OSError as e:
             raise LoadError(f"{self.source.name}: cannot open: {e}") from e
+        pending: list[Rows] = []
         with stream:
             for piece in self._pieces(stream):
                 if isinstance(piece, Reject):
                     yield [piece]
-                else:
-                    records, lines = self._chunk(self.next_line, *piece)
-                    self.next_line += lines
+                    continue
+                records, lines = self._chunk(self.next_line, *piece)
+                self.next_line += lines
+                if not self.batch_spans:
                     yield records
+                    continue
+                out: list[Rows | Reject] = [r for r in records if isinstance(r, Reject)]
+                pending += [r for r in records if isinstance(r, Rows)]
+                if sum(r.batch.num_rows for r in pending) >= self.batch_spans:
+                    out.append(_merged(pending))
+                    pending = []
+                if out:
+                    yield out
+        if pending:
+            yield [_merged(pending)]
 
     # -- cutting the stream into chunks of whole lines --
 
@@ -785,11 +817,29 @@ class _Reader:
         return "not JSON"
 
 
+def _merged(rows: list[Rows]) -> Rows:
+    """Batches of spans as one (their chunks kept: no copy)."""
+    if len(rows) == 1:
+        return rows[0]
+    tables = [r.batch if isinstance(r.batch, pa.Table) else pa.table(r.batch) for r in rows]
+    return Rows("spans", pa.concat_tables(tables), read=sum(r.records for r in rows))
+
+
 def _line_offsets(data: bytes, end: int, whole: bool) -> np.ndarray:
     """Arrow offsets (int64) of the lines of ``data[:end]``, each keeping its newline."""
     if whole:
         return np.array([0, end], dtype=np.int64)
-    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8, count=end) == 10) + 1
+    # Collector lines are megabytes long: bytes.find is ~10x cheaper than comparing every
+    # byte in numpy (0.8 CPU-s per 1M spans); many short lines go to numpy after the first.
+    found: list[int] = []
+    pos = data.find(b"\n", 0, end)
+    while pos >= 0 and len(found) < 1024:
+        found.append(pos + 1)
+        pos = data.find(b"\n", pos + 1, end)
+    ends = np.array(found, dtype=np.int64)
+    if pos >= 0:
+        rest = np.frombuffer(data, dtype=np.uint8, count=end)[pos:]
+        ends = np.concatenate([ends, np.flatnonzero(rest == 10) + pos + 1])
     tail = [] if data[end - 1 : end] == b"\n" else [end]
     return np.concatenate([[0], ends, tail]).astype(np.int64)
 
