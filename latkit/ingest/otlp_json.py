@@ -389,8 +389,17 @@ def _rename_keys(data: bytes) -> bytes:
 # --- reading --------------------------------------------------------------------------------
 
 
+#: Files from this size on take the compiled fast path by default. Its first use on a machine
+#: compiles the scanner (over a minute; cached on disk after), which a small file never repays.
+FAST_MIN_BYTES = 32 << 20
+
+
 def read(
-    source: Source, *, chunk_bytes: int | None = None, fast: bool = True, **options: object
+    source: Source,
+    *,
+    chunk_bytes: int | None = None,
+    fast: bool | None = None,
+    **options: object,
 ) -> Iterator[Rows | Reject]:
     """Spans of an OTLP JSON file, as ``Rows("spans", ...)`` batches in ``SPAN_STAGING`` shape.
 
@@ -398,16 +407,18 @@ def read(
     usable trace or span id each become one ``Reject`` (``position="line <n>"``), and reading
     goes on. ``Rows.read`` counts the spans in the batch; each reject stands for one record.
     The next chunk is parsed in a background thread while the caller stores this one.
-    With ``fast`` (the default) the common shape is read by the compiled scanner of
-    ``latkit.ingest._otlp_json_fast`` and only what it leaves goes through DuckDB; the rows
-    are the same either way. Unless ``chunk_bytes`` is given, the fast path's chunks are then
-    merged into batches of about ``BATCH_SPANS`` spans: the workbook pays a fixed cost per
-    batch it stores (measured: 1M spans in 32 MiB chunks, 18 batches, 21.7 s end to end; in
-    5 batches 12.6 s).
+    With ``fast`` (the default for files of ``FAST_MIN_BYTES`` or more) the common shape is
+    read by the compiled scanner of ``latkit.ingest._otlp_json_fast`` and only what it leaves
+    goes through DuckDB; the rows are the same either way. Unless ``chunk_bytes`` is given,
+    the fast path's chunks are then merged into batches of about ``BATCH_SPANS`` spans: the
+    workbook pays a fixed cost per batch it stores (measured: 1M spans in 32 MiB chunks, 18
+    batches, 21.7 s end to end; in 5 batches 12.6 s).
 
     >>> spans = [r.batch for r in read(Source.of("spans.jsonl")) if isinstance(r, Rows)]
     ... # doctest: +SKIP
     """
+    if fast is None:
+        fast = source.path.stat().st_size >= FAST_MIN_BYTES
     reader: _Reader | None = None
     try:
         reader = _Reader(

@@ -43,6 +43,7 @@ FILES = [
 
 
 def read(path: Path, **options: Any) -> tuple[pa.Table, list[Reject]]:
+    options.setdefault("fast", True)  # small files would otherwise take the DuckDB path
     tables, rejects = [], []
     for item in otlp_json.read(Source.of(path), **options):
         if isinstance(item, Rows):
