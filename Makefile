@@ -7,12 +7,25 @@ NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 
 .PHONY: install lab test lint fuzz bench clean
 
+# Loads a trace fixture and runs the budget on it, so that the compiled readers and kernels
+# are cached before the first notebook needs them.
+define WARM
+import latkit
+from latkit.analysis import budget
+wb = latkit.open()
+wb.load("tests/fixtures/otlp/single.pb", "tests/fixtures/otlp/spans.jsonl")
+budget.breakdown(wb)
+endef
+export WARM
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@echo "Compiling latkit's decoders once; numba caches them (a minute or two, first time only)"
+	$(BIN)/python -c "$$WARM"
 	rm -f $(VENV)/.installed-*
 	touch $@
 
