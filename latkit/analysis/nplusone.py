@@ -29,44 +29,38 @@ from latkit.workbook import Workbook
 #: as one after the other: OpenTelemetry JS records whole milliseconds (NOTES.md).
 _OVERLAP_TOLERANCE_NS = 1_000_000
 
-#: Runs of repeated calls under one parent, over a relation ``calls(trace_id,
-#: parent_span_id, key, template, service, span_id, start_ns, end_ns, duration_ms)``.
+#: Runs of repeated calls under one parent, over a relation ``calls(row, trace_id,
+#: parent_span_id, key, template, service, start_ns, end_ns, duration_ms)`` (``row`` is the
+#: span's rowid). The window functions see only narrow rows (a group hash, times, the rowid):
+#: sorting the strings along with them made ``detect`` 2.4 times slower (benchmarks/analysis.py);
+#: the names are joined back once per run.
 _RUNS = f"""
     keyed AS (
-        SELECT *, hash(trace_id, parent_span_id, key) AS g FROM calls
+        SELECT row, hash(trace_id, parent_span_id, key) AS g, start_ns, end_ns, duration_ms
+        FROM calls
     ),
     candidates AS (
         -- Most groups are a single call; drop those before the window functions.
         SELECT g FROM keyed GROUP BY g HAVING count(*) >= $min_repeats
     ),
-    running AS (
-        SELECT k.*,
-               max(end_ns) OVER (PARTITION BY g ORDER BY start_ns, span_id
-                                 ROWS UNBOUNDED PRECEDING) AS running_end
-        FROM keyed AS k SEMI JOIN candidates USING (g)
-    ),
     ordered AS (
-        -- The latest end among the earlier calls (a running maximum, lagged by one row:
-        -- cheaper than a frame that stops one row short).
-        SELECT *, lag(running_end) OVER (PARTITION BY g ORDER BY start_ns, span_id)
+        -- The latest end among the earlier calls of the group.
+        SELECT *, max(end_ns) OVER (PARTITION BY g ORDER BY start_ns, row
+                                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
                       AS previous_end
-        FROM running
+        FROM keyed SEMI JOIN candidates USING (g)
     ),
     numbered AS (
         SELECT *,
                sum(CASE WHEN previous_end - start_ns
                              > least({_OVERLAP_TOLERANCE_NS}, (end_ns - start_ns) / 2)
                         THEN 1 ELSE 0 END)
-                   OVER (PARTITION BY g ORDER BY start_ns, span_id
+                   OVER (PARTITION BY g ORDER BY start_ns, row
                          ROWS UNBOUNDED PRECEDING) AS run
         FROM ordered
     ),
-    runs AS (
-        SELECT any_value(trace_id) AS trace_id,
-               any_value(parent_span_id) AS parent_span_id,
-               any_value(key) AS key,
-               any_value(template) AS template,
-               any_value(service) AS service,
+    grouped AS (
+        SELECT arg_min(row, start_ns) AS first_row,
                count(*) AS repeats,
                sum(duration_ms) AS total_ms,
                min(start_ns) AS first_ns,
@@ -74,6 +68,11 @@ _RUNS = f"""
         FROM numbered
         GROUP BY g, run
         HAVING count(*) >= $min_repeats AND sum(duration_ms) >= $min_total_ms
+    ),
+    runs AS (
+        SELECT c.trace_id, c.parent_span_id, c.key, c.template, c.service,
+               r.* EXCLUDE (first_row)
+        FROM grouped AS r JOIN calls AS c ON c.row = r.first_row
     ),
     requests AS (
         SELECT trace_id, service, route, start_ns, end_ns, duration_ms
@@ -93,8 +92,8 @@ _RUNS = f"""
 
 _DB_CALLS = """
     calls AS (
-        SELECT trace_id, parent_span_id, fingerprint AS key, query_template AS template,
-               service, span_id, start_ns, end_ns, duration_ms
+        SELECT rowid AS row, trace_id, parent_span_id, fingerprint AS key,
+               query_template AS template, service, start_ns, end_ns, duration_ms
         FROM spans
         WHERE category = 'db' AND fingerprint IS NOT NULL AND parent_span_id IS NOT NULL
     )
@@ -109,7 +108,7 @@ _HTTP_CALLS = r"""
         GROUP BY ALL
     ),
     calls AS (
-        SELECT c.trace_id, c.parent_span_id,
+        SELECT c.rowid AS row, c.trace_id, c.parent_span_id,
                coalesce(c.http_method, 'GET') || ' ' || coalesce(
                    callee.route,
                    regexp_replace(
@@ -121,7 +120,7 @@ _HTTP_CALLS = r"""
                        '/[0-9]+(/|$)', '/{id}\1', 'g')
                ) AS key,
                NULL AS template,
-               c.service, c.span_id, c.start_ns, c.end_ns, c.duration_ms
+               c.service, c.start_ns, c.end_ns, c.duration_ms
         FROM spans AS c
         LEFT JOIN callee ON callee.trace_id = c.trace_id AND callee.client_span_id = c.span_id
         WHERE c.category = 'http_client' AND c.parent_span_id IS NOT NULL
