@@ -12,6 +12,7 @@ call to a second service whose server span has 2 queries of its own. Each analys
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import time
@@ -68,13 +69,16 @@ FROM s
 """
 
 
-def timed(fn: Callable[[], object], runs: int = 3) -> tuple[float, float]:
-    times = []
+def timed(fn: Callable[[], object], runs: int = 3) -> tuple[float, float, float]:
+    """First run and median of ``runs`` wall seconds, and the median CPU seconds (all threads:
+    steadier than wall time when the machine is busy)."""
+    times, cpu = [], []
     for _ in range(runs):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         fn()
         times.append(time.perf_counter() - started)
-    return times[0], statistics.median(times)
+        cpu.append(time.process_time() - cpu_started)
+    return times[0], statistics.median(times), statistics.median(cpu)
 
 
 def main() -> None:
@@ -91,10 +95,12 @@ def main() -> None:
         "budget.breakdown": lambda: budget.breakdown(wb),
         "nplusone.detect": lambda: nplusone.detect(wb),
     }
-    print(f"{'analysis':<20} {'first run':>10} {'median of 3':>12}   spans/s")
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"{'analysis':<20} {'first run':>10} {'median of 3':>12} {'CPU':>8}   spans/s")
     for name, fn in results.items():
-        first, median = timed(fn)
-        print(f"{name:<20} {first:>9.2f}s {median:>11.2f}s   {n / median:,.0f}")
+        first, median, cpu = timed(fn)
+        print(f"{name:<20} {first:>9.2f}s {median:>11.2f}s {cpu:>7.2f}s   {n / median:,.0f}")
+    print(f"load average {os.getloadavg()[0]:.1f}")
     runs = nplusone.detect(wb)
     assert runs.height == n // SPANS_PER_TRACE and set(runs["repeats"]) == {8}
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -8,162 +8,153 @@ from numba import njit
 # Codes shared with tree.py (BUDGET and CATEGORIES there).
 _SELF, _DB, _CACHE, _HTTP_CLIENT, _NETWORK = 0, 1, 2, 3, 4
 _CAT_HTTP_CLIENT, _CAT_RPC, _CAT_DB, _CAT_CACHE, _CAT_MESSAGING = 1, 2, 3, 4, 5
+_SERVER = 256  # bit of ``NODE.code`` set on server spans; the low byte is the category
+
+#: One span as the walk sees it, 32 bytes: everything it reads about a span sits in one
+#: cache line. The spans of a trace lie far apart in a table loaded batch by batch, so a walk
+#: over separate arrays (start, end, category, children...) missed the cache once per array
+#: per span; packing them made the partition of 10M spans about 4x faster.
+NODE = np.dtype(
+    [
+        ("start", "<i8"),
+        ("end", "<i8"),
+        ("first", "<i4"),  # first child (row), -1 for none
+        ("next", "<i4"),  # next sibling (row), -1 at the last
+        ("code", "<i4"),  # category, | _SERVER on a server span
+        ("pad", "<i4"),
+    ],
+    align=True,
+)
+
+#: Deeper than this, a span is treated as a leaf: real traces are far shallower, and a
+#: parent cycle in hostile input must not walk forever.
+_MAX_DEPTH = 10_000
 
 
 @njit(cache=True)
-def parents(trace_key, span_key, parent_key, is_root):
-    """Row index of each span's parent within its trace (rows grouped by trace), or -1."""
-    n = len(trace_key)
-    parent = np.full(n, -1, dtype=np.int64)
-    i = 0
-    while i < n:
-        j = i
-        while j < n and trace_key[j] == trace_key[i]:
-            j += 1
-        if j - i <= 64:
-            for k in range(i, j):
-                if is_root[k]:
-                    continue
-                for m in range(i, j):
-                    if span_key[m] == parent_key[k] and m != k:
-                        parent[k] = m
-                        break
-        else:
-            order = np.argsort(span_key[i:j]) + i
-            keys = span_key[order]
-            for k in range(i, j):
-                if is_root[k]:
-                    continue
-                pos = np.searchsorted(keys, parent_key[k])
-                if pos < len(keys) and keys[pos] == parent_key[k] and order[pos] != k:
-                    parent[k] = order[pos]
-        i = j
-    return parent
-
-
-@njit(cache=True)
-def children(parent, start_ns):
-    """Each span's children as linked lists: (first_child, next_sibling), -1 terminated."""
+def nodes(parent, start_ns, end_ns, category, is_server):
+    """Pack the spans into ``NODE`` records, with each span's children linked in row order."""
     n = len(parent)
-    first_child = np.full(n, -1, dtype=np.int64)
-    next_sibling = np.full(n, -1, dtype=np.int64)
+    out = np.empty(n, dtype=NODE)
+    for k in range(n):
+        out[k].start = start_ns[k]
+        out[k].end = end_ns[k]
+        out[k].first = -1
+        out[k].next = -1
+        out[k].code = category[k] | (_SERVER if is_server[k] else 0)
+        out[k].pad = 0
     for k in range(n - 1, -1, -1):
         p = parent[k]
         if p >= 0:
-            next_sibling[k] = first_child[p]
-            first_child[p] = k
-    return first_child, next_sibling
+            out[k].next = out[p].first
+            out[p].first = k
+    return out
+
+
+#: ``partition``'s answers: done, or which buffer to enlarge before calling it again.
+DONE, MORE_STACK, MORE_KIDS, MORE_SEGMENTS = 0, 1, 2, 3
 
 
 @njit(cache=True)
-def _self_code(node, is_entry, in_callee, category, has_callee):
-    if is_entry:
-        return _SELF
-    c = category[node]
-    if c == _CAT_DB:
-        return _DB
-    if c == _CAT_CACHE:
-        return _CACHE
-    if c in (_CAT_HTTP_CLIENT, _CAT_RPC, _CAT_MESSAGING):
-        return _NETWORK if has_callee else _HTTP_CLIENT
-    return _HTTP_CLIENT if in_callee else _SELF
-
-
-@njit(cache=True)
-def partition(entries, start_ns, end_ns, category, is_server, first_child, next_sibling, emit):
+def partition(entries, spans, first, totals, segments, used, stack, kids, emit):
     """Tile each entry span's duration with segments owned by one span each (Jaeger's walk).
 
-    Returns the segments (only when ``emit``; the budget needs only the totals) and, per
-    entry, the nanoseconds of each budget category.
+    ``spans`` are ``NODE`` records. Each span's children are sorted by end, latest first
+    (ties: the first loaded), so the backwards walk takes them in one pass: at each step the
+    next child that starts before the cursor is the one that finished last. A child skipped
+    once (it starts after the cursor, or ends before the span's window) can never qualify
+    later, because the cursor only moves back. Rescanning all the children at every step
+    instead cost O(k^2) for k children.
+
+    Fills ``totals[e]`` (nanoseconds per budget category) and, when ``emit``, the rows of
+    ``segments`` (entry, span, start, end, budget) from row ``used`` on, for the entries from
+    ``first`` on. The buffers are the caller's and never grow here: an array reassigned inside
+    a numba loop is reference-counted at every step, which made this walk 10x slower. When a
+    buffer is full the walk stops before the entry it could not finish and returns ``(code,
+    entry, used)``; the caller enlarges that buffer and calls again from ``entry``.
     """
-    totals = np.zeros((len(entries), 5), dtype=np.int64)
-    cap = max(16, 4 * len(entries)) if emit else 0
-    seg_entry = np.empty(cap, dtype=np.int64)
-    seg_span = np.empty(cap, dtype=np.int64)
-    seg_start = np.empty(cap, dtype=np.int64)
-    seg_end = np.empty(cap, dtype=np.int64)
-    seg_budget = np.empty(cap, dtype=np.int8)
-    used = 0
-    stack_node = np.empty(64, dtype=np.int64)
-    stack_a = np.empty(64, dtype=np.int64)
-    stack_b = np.empty(64, dtype=np.int64)
-    stack_callee = np.empty(64, dtype=np.bool_)
-    for e in range(len(entries)):
+    for e in range(first, len(entries)):
+        start_used = used
         root = entries[e]
-        stack_node[0] = root
-        stack_a[0] = start_ns[root]
-        stack_b[0] = end_ns[root]
-        stack_callee[0] = False
+        totals[e, :] = 0
+        stack[0, 0] = root
+        stack[0, 1] = spans[root].start
+        stack[0, 2] = spans[root].end
+        stack[0, 3] = 0  # depth * 2 + (1 inside a callee)
         top = 1
         while top > 0:
             top -= 1
-            node = stack_node[top]
-            a = stack_a[top]
-            b = stack_b[top]
-            in_callee = stack_callee[top]
+            node = stack[top, 0]
+            a = stack[top, 1]
+            b = stack[top, 2]
+            depth = stack[top, 3] >> 1
+            in_callee = (stack[top, 3] & 1) == 1
+            # The children, sorted by end (insertion sort: most spans have a few).
+            m = 0
             has_callee = False
-            c = first_child[node]
+            c = spans[node].first if depth < _MAX_DEPTH else -1
             while c >= 0:
-                if is_server[c]:
+                if spans[c].code & _SERVER:
                     has_callee = True
-                c = next_sibling[c]
-            code = _self_code(node, node == root, in_callee, category, has_callee)
+                if m == len(kids):
+                    return MORE_KIDS, e, start_used
+                end = spans[c].end
+                j = m - 1
+                while j >= 0 and spans[kids[j]].end < end:
+                    kids[j + 1] = kids[j]
+                    j -= 1
+                kids[j + 1] = c
+                m += 1
+                c = spans[c].next
+            # Whose time is the node's own time?
+            category = spans[node].code & 255
+            if node == root:
+                code = _SELF
+            elif category == _CAT_DB:
+                code = _DB
+            elif category == _CAT_CACHE:
+                code = _CACHE
+            elif category in (_CAT_HTTP_CLIENT, _CAT_RPC, _CAT_MESSAGING):
+                code = _NETWORK if has_callee else _HTTP_CLIENT
+            else:
+                code = _HTTP_CLIENT if in_callee else _SELF
             t = b
+            i = 0
             while t > a:
                 best = -1
                 best_start = a
                 best_end = a
-                c = first_child[node]
-                while c >= 0:
-                    cs = max(start_ns[c], a)
-                    ce = min(end_ns[c], t)
-                    if cs < t and ce > cs and (best == -1 or ce > best_end):
+                while i < m:
+                    c = kids[i]
+                    i += 1
+                    cs = max(spans[c].start, a)
+                    ce = min(spans[c].end, t)
+                    if cs < t and ce > cs:
                         best = c
                         best_start = cs
                         best_end = ce
-                    c = next_sibling[c]
+                        break
                 seg_from = a if best == -1 else best_end
                 if seg_from < t:
                     totals[e, code] += t - seg_from
-                if emit and seg_from < t:
-                    if used == cap:
-                        cap *= 2
-                        seg_entry = _grow(seg_entry, cap)
-                        seg_span = _grow(seg_span, cap)
-                        seg_start = _grow(seg_start, cap)
-                        seg_end = _grow(seg_end, cap)
-                        seg_budget = _grow(seg_budget, cap)
-                    seg_entry[used] = e
-                    seg_span[used] = node
-                    seg_start[used] = seg_from
-                    seg_end[used] = t
-                    seg_budget[used] = code
-                    used += 1
+                    if emit:
+                        if used == len(segments):
+                            return MORE_SEGMENTS, e, start_used
+                        segments[used, 0] = e
+                        segments[used, 1] = node
+                        segments[used, 2] = seg_from
+                        segments[used, 3] = t
+                        segments[used, 4] = code
+                        used += 1
                 if best == -1:
                     break
-                if top == len(stack_node):
-                    stack_node = _grow(stack_node, 2 * top)
-                    stack_a = _grow(stack_a, 2 * top)
-                    stack_b = _grow(stack_b, 2 * top)
-                    stack_callee = _grow(stack_callee, 2 * top)
-                stack_node[top] = best
-                stack_a[top] = best_start
-                stack_b[top] = best_end
-                stack_callee[top] = in_callee or is_server[best]
+                if top == len(stack):
+                    return MORE_STACK, e, start_used
+                stack[top, 0] = best
+                stack[top, 1] = best_start
+                stack[top, 2] = best_end
+                callee = in_callee or (spans[best].code & _SERVER) != 0
+                stack[top, 3] = (depth + 1) * 2 + (1 if callee else 0)
                 top += 1
                 t = best_start
-    return (
-        seg_entry[:used].copy(),
-        seg_span[:used].copy(),
-        seg_start[:used].copy(),
-        seg_end[:used].copy(),
-        seg_budget[:used].copy(),
-        totals,
-    )
-
-
-@njit(cache=True)
-def _grow(array, size):
-    out = np.empty(size, dtype=array.dtype)
-    out[: len(array)] = array
-    return out
+    return DONE, len(entries), used

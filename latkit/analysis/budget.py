@@ -186,7 +186,7 @@ def _per_request(
         SELECT s.trace_id, s.span_id, s.service, s.route, s.duration_ms, s.start_ns,
                p.* EXCLUDE (span_row)
         FROM _per_request AS p
-        JOIN spans AS s ON s.rowid = p.span_row
+        JOIN (SELECT rowid AS span_row, * FROM spans WHERE kind = 'server') AS s USING (span_row)
         {filters}
     )"""
     return cur, relation, params
