@@ -33,9 +33,11 @@ _OVERLAP_TOLERANCE_NS = 1_000_000
 #: parent_span_id, key, template, service, start_ns, end_ns, duration_ms)`` (``row`` is the
 #: span's rowid). The window functions see only narrow rows (a group hash, times, the rowid):
 #: sorting the strings along with them made ``detect`` 2.4 times slower (benchmarks/analysis.py);
-#: the names are joined back once per run.
+#: the names are joined back once per run. ``keyed`` is narrow and read twice, so it is
+#: materialised; ``calls`` is wide and must not be (materialising its strings cost as much as
+#: the windows): its second use, the join back, reads only the runs' rows.
 _RUNS = f"""
-    keyed AS (
+    keyed AS MATERIALIZED (
         SELECT row, hash(trace_id, parent_span_id, key) AS g, start_ns, end_ns, duration_ms
         FROM calls
     ),
@@ -91,7 +93,7 @@ _RUNS = f"""
 """
 
 _DB_CALLS = """
-    calls AS (
+    calls AS NOT MATERIALIZED (
         SELECT rowid AS row, trace_id, parent_span_id, fingerprint AS key,
                query_template AS template, service, start_ns, end_ns, duration_ms
         FROM spans
@@ -107,7 +109,7 @@ _HTTP_CALLS = r"""
         FROM spans WHERE kind = 'server' AND parent_span_id IS NOT NULL
         GROUP BY ALL
     ),
-    calls AS (
+    calls AS NOT MATERIALIZED (
         SELECT c.rowid AS row, c.trace_id, c.parent_span_id,
                coalesce(c.http_method, 'GET') || ' ' || coalesce(
                    callee.route,
