@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
+import polars as pl
 
 #: Budget categories: what an instant of a request was spent on.
 BUDGET = ("self", "db", "cache", "http_client", "network")
@@ -36,32 +36,20 @@ _CATEGORY_CODE = (
     + f" ELSE {len(CATEGORIES) - 1} END"
 )
 
-#: The per-span columns ``load`` needs, as SQL over ``spans`` ({where}: the caller's filter).
+#: What ``load`` reads of each span, as SQL over ``spans`` ({where}: the caller's filter).
+#: The ids are hashed together with the trace id, so that finding each span's parent is a
+#: join of 64-bit integers rather than of strings.
 SPAN_ARRAYS_SQL = f"""
     SELECT
         rowid AS span_row,
         start_ns,
         greatest(end_ns, start_ns) AS end_ns,
         ({_CATEGORY_CODE})::TINYINT AS category,
-        kind = 'server' AS is_server
+        kind = 'server' AS is_server,
+        hash(trace_id, span_id) AS key,
+        CASE WHEN parent_span_id IS NOT NULL THEN hash(trace_id, parent_span_id) END
+            AS parent_key
     FROM spans {{where}}
-"""
-
-#: Each span's parent, as a pair of rowids. The ids are hashed together with the trace id
-#: so that DuckDB joins 64-bit integers, not strings: on 10M spans the join takes about
-#: 1.7 s, where sorting by trace in numpy and matching within each trace took 6 s.
-PARENTS_SQL = """
-    WITH s AS (
-        SELECT rowid AS r, trace_id, span_id, parent_span_id FROM spans {where}
-    ),
-    children AS (
-        SELECT r, hash(trace_id, parent_span_id) AS key FROM s WHERE parent_span_id IS NOT NULL
-    ),
-    ids AS (
-        SELECT r, hash(trace_id, span_id) AS key FROM s
-    )
-    SELECT c.r AS child, i.r AS parent
-    FROM children AS c JOIN ids AS i ON i.key = c.key AND i.r <> c.r
 """
 
 
@@ -81,44 +69,41 @@ class SpanArrays:
 
 
 def load(con: Any, where: str = "", params: dict[str, Any] | None = None) -> SpanArrays:
-    """Read spans (``WHERE`` clause optional, parameters bound) into ``SpanArrays``."""
+    """Read spans (``WHERE`` clause optional, parameters bound) into ``SpanArrays``.
+
+    Each span's parent is found by a polars hash join on the hashed ids. On 10M spans it
+    took 2.0 s of CPU, where DuckDB's join took 4.0 s, and sorting by trace in numpy, then
+    matching within each trace, took 6 s.
+    """
     clause = f"WHERE {where}" if where else ""
-    cur = con.cursor()
-    cols = _numpy_columns(cur.sql(SPAN_ARRAYS_SQL.format(where=clause), params=params))
-    pairs = _numpy_columns(cur.sql(PARENTS_SQL.format(where=clause), params=params))
-    span_row = cols["span_row"].astype(np.int64)
-    n = len(span_row)
-    child, parent_row = pairs["child"].astype(np.int64), pairs["parent"].astype(np.int64)
-    if n and not (span_row[0] == 0 and span_row[-1] == n - 1):
-        # Rows were deleted or filtered out: map rowids to positions in the arrays.
-        position = np.full(int(span_row.max()) + 1, -1, dtype=np.int64)
-        position[span_row] = np.arange(n, dtype=np.int64)
-        child, parent_row = position[child], position[parent_row]
+    frame = con.cursor().sql(SPAN_ARRAYS_SQL.format(where=clause), params=params).pl()
+    n = frame.height
+    frame = frame.with_row_index("row")
+    pairs = (
+        frame.lazy()
+        .filter(pl.col("parent_key").is_not_null())
+        .select(pl.col("row").alias("child"), pl.col("parent_key").alias("key"))
+        .join(frame.lazy().select("row", "key"), on="key")
+        .filter(pl.col("child") != pl.col("row"))
+        .collect()
+    )
+    child = pairs["child"].to_numpy().astype(np.int64, copy=False)
+    parent_row = pairs["row"].to_numpy().astype(np.int64, copy=False)
     parent = np.full(n, -1, dtype=np.int64)
-    if len(child) and np.bincount(child, minlength=n).max() > 1:
+    parent[child] = parent_row  # the last write per child wins
+    if not np.array_equal(parent[child], parent_row):
         # Two spans of a trace share the parent's id (a client and a server half with one
         # id): the first one loaded wins, as everywhere else in latkit.
         order = np.lexsort((-parent_row, child))
-        child, parent_row = child[order], parent_row[order]
-    parent[child] = parent_row  # the last write per child wins
+        parent[child[order]] = parent_row[order]
     return SpanArrays(
-        start_ns=cols["start_ns"].astype(np.int64),
-        end_ns=cols["end_ns"].astype(np.int64),
-        category=cols["category"].astype(np.int64),
-        is_server=cols["is_server"].astype(np.bool_),
+        start_ns=frame["start_ns"].to_numpy().astype(np.int64, copy=False),
+        end_ns=frame["end_ns"].to_numpy().astype(np.int64, copy=False),
+        category=frame["category"].to_numpy().astype(np.int64),
+        is_server=frame["is_server"].to_numpy().astype(np.bool_, copy=False),
         parent=parent,
-        span_row=span_row,
+        span_row=frame["span_row"].to_numpy().astype(np.int64, copy=False),
     )
-
-
-def _numpy_columns(relation: Any) -> dict[str, np.ndarray]:
-    table = relation.to_arrow_table()
-    return {name: _numpy(table.column(name)) for name in table.column_names}
-
-
-def _numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    return array.to_numpy(zero_copy_only=False)
 
 
 def partition(spans: SpanArrays, entries: np.ndarray) -> tuple[np.ndarray, ...]:
