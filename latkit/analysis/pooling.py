@@ -5,7 +5,7 @@ a backend process: tens of milliseconds, sometimes a hundred under load. A pool 
 HikariCP, PgBouncer in front of the server) pays that once and hands warm connections out, so
 code that connects per request pays it on every request, and worst when the server is busy.
 
-Two sources show it:
+Three sources show it:
 
 - **PostgreSQL's log** with ``log_connections`` and ``log_disconnections`` on: every session
   logs ``connection received``, ``connection authorized`` and ``disconnection: session
@@ -18,7 +18,11 @@ Two sources show it:
   instrumentation does record connecting (OpenTelemetry JS: ``pg.connect``,
   ``pg-pool.connect``), those spans count as part of the gap.
 
-``no_pool`` puts both together; ``by_load`` shows latency against the number of requests in
+- **PgBouncer's log**: its periodic ``stats:`` lines say how long clients queued for a
+  server connection when the pool was exhausted (``pool_waits``): latency that neither the
+  database's timings nor most instrumentations show.
+
+``no_pool`` puts the first two together; ``by_load`` shows latency against the number of requests in
 flight, where a pool that runs out makes p99 climb while p50 stays put.
 
 >>> pooling.no_pool(wb).select("source", "route", "application", "saved_ms")
@@ -471,3 +475,73 @@ def by_load(wb: Workbook, min_requests: int = 5) -> pl.DataFrame:
         """,
         params={"min_requests": min_requests},
     ).pl()
+
+
+#: PgBouncer's ``wait`` in its stats lines: up to 1.23, microseconds that clients spent
+#: waiting for a server per second of the period (stats.c divides by the period); from 1.24,
+#: which counts server assignments, the mean wait of one assignment.
+_PER_ASSIGNMENT_FROM = (1, 24)
+
+
+def pool_waits(wb: Workbook) -> pl.DataFrame:
+    """How long clients queued for a server connection, from PgBouncer's periodic stats.
+
+    When every server connection of a pool is busy, PgBouncer holds the client until one
+    frees up: that wait is latency added to the request, invisible to the database's own
+    timings. Its ``stats:`` lines (every ``stats_period``) report it, with a meaning that
+    depends on the version (the ``start`` event of the same log says which), so each row
+    says how its numbers were derived (``wait_meaning``). Up to 1.23 the line gives client
+    waiting per second, so ``clients_waiting`` (the mean number of clients queued) is exact
+    and ``wait_ms_per_xact`` spreads the wait over the period's transactions; from 1.24 it
+    gives the mean wait per server assignment, which is ``wait_ms_per_xact`` itself in
+    transaction pooling, and ``clients_waiting`` assumes one assignment per transaction.
+    Where the log has no ``process up`` line, both are NULL.
+
+    Columns: ``time`` (UTC), ``source``, ``version``, ``xacts_per_s, queries_per_s,
+    xact_ms, query_ms, wait_us`` (as logged), ``clients_waiting, wait_ms_per_xact,
+    wait_meaning``. Sorted by source and time.
+
+    >>> pooling.pool_waits(wb).filter(pl.col("wait_ms_per_xact") > 1)
+    """
+    major, minor = _PER_ASSIGNMENT_FROM
+    return wb.sql(
+        f"""
+        WITH stats AS (
+            SELECT ts_ns, source,
+                   CAST(detail ->> 'xacts_per_s' AS DOUBLE) AS xacts_per_s,
+                   CAST(detail ->> 'queries_per_s' AS DOUBLE) AS queries_per_s,
+                   CAST(detail ->> 'xact_us' AS DOUBLE) / 1e3 AS xact_ms,
+                   CAST(detail ->> 'query_us' AS DOUBLE) / 1e3 AS query_ms,
+                   CAST(detail ->> 'wait_us' AS DOUBLE) AS wait_us
+            FROM connections WHERE event = 'stats'
+        ),
+        starts AS (
+            SELECT ts_ns, source, detail AS version,
+                   CAST(split_part(detail, '.', 1) AS INTEGER) AS major,
+                   CAST(split_part(detail, '.', 2) AS INTEGER) AS minor
+            FROM connections WHERE event = 'start'
+        ),
+        versioned AS (
+            SELECT s.*, v.version,
+                   CASE WHEN v.version IS NULL THEN NULL
+                        ELSE (v.major, v.minor) >= ({major}, {minor}) END AS per_assignment
+            FROM stats AS s
+            ASOF LEFT JOIN starts AS v ON v.source = s.source AND s.ts_ns >= v.ts_ns
+        )
+        SELECT make_timestamp(ts_ns // 1000) AS time, source, version,
+               xacts_per_s, queries_per_s, xact_ms, query_ms, wait_us,
+               CASE WHEN per_assignment THEN wait_us * xacts_per_s / 1e6
+                    WHEN NOT per_assignment THEN wait_us / 1e6 END AS clients_waiting,
+               CASE WHEN per_assignment THEN wait_us / 1e3
+                    WHEN NOT per_assignment THEN wait_us / nullif(xacts_per_s, 0) / 1e3
+                    END AS wait_ms_per_xact,
+               CASE WHEN per_assignment
+                        THEN 'wait per server assignment (PgBouncer >= {major}.{minor})'
+                    WHEN NOT per_assignment
+                        THEN 'client waiting per second (PgBouncer < {major}.{minor})'
+                    ELSE 'unknown: no "process up" line gives the PgBouncer version'
+                    END AS wait_meaning
+        FROM versioned
+        ORDER BY source, ts_ns
+        """
+    )

@@ -8,7 +8,9 @@ PgBouncer (1.x, its ``logfile`` or stderr) writes one line per event::
     2026-01-01 12:01:00.008 UTC [11644] LOG stats: 1674 xacts/s, 1674 queries/s, in 96890 B/s, out 108838 B/s, xact 501 us, query 501 us, wait 91792 us
 
 Each becomes a ``connections`` row with ``event`` one of ``login``, ``close`` (a client
-connection closed), ``server_new``, ``server_close`` and ``stats``:
+connection closed), ``server_new``, ``server_close``, ``stats`` and ``start`` (the ``process
+up: PgBouncer 1.18.0, ...`` line, whose ``detail`` is the version: the meaning of the stats'
+``wait`` changed in 1.24, see ``latkit.analysis.pooling.pool_waits``):
 
 - ``session_id`` is PgBouncer's ``C-0x...`` / ``S-0x...`` pointer. PgBouncer reuses the
   memory of a closed connection, so one pointer names many connections over a log: pair a
@@ -84,6 +86,8 @@ _STATS_RATE = re.compile(r"(\d+) ([a-z][a-z ]*?)/s")
 _STATS_BYTES = re.compile(r"\b(in|out) (\d+) B/s")
 _STATS_US = re.compile(r"\b(xact|query|wait) (\d+) us")
 
+_VERSION = r"^process up: PgBouncer (?P<v>[0-9][0-9.]*)"
+
 _SNIFF = re.compile(
     _PREFIX[:-len("(?P<msg>.*)$")].encode()
     + rb"(?:[CS]-0x[0-9a-fA-F]+: \S*/\S*@|stats: \d+ xacts/s|process up: PgBouncer)",
@@ -144,8 +148,9 @@ def _events(
             pc.and_(pc.invert(client_side), pc.starts_with(rest, "new connection to server")),
             pc.and_(pc.invert(client_side), closing),
             pc.starts_with(msg, "stats: "),
+            pc.starts_with(msg, "process up: PgBouncer "),
         ),
-        "login", "close", "server_new", "server_close", "stats",
+        "login", "close", "server_new", "server_close", "stats", "start",
     )
     keep = event.is_valid()
     if not pc.any(keep).as_py():
@@ -161,7 +166,7 @@ def _events(
             _field(conn, "db"),
             _field(conn, "addr"),
             pc.multiply(age, 1000.0),
-            _field(close, "reason"),
+            pc.coalesce(_field(close, "reason"), _field(pc.extract_regex(msg, _VERSION), "v")),
             line_no,
         ],
         schema=CONNECTIONS_STAGING,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import polars as pl
@@ -241,3 +242,61 @@ def test_chart_builders_encode_the_frames_columns() -> None:
     assert curve["mark"]["type"] == "line"
     assert curve["encoding"]["strokeDash"]["field"] == "percentile"
     assert curve["encoding"]["y"]["field"] == "ms"
+
+
+# -- PgBouncer's pool waits --------------------------------------------------------------------
+
+PGBOUNCER_LOG = Path(__file__).resolve().parents[1] / "fixtures" / "pgplans" / "pgbouncer.log"
+PGBENCH_CLIENTS = 3  # on a pool of one server connection (tests/fixtures/pgplans/README.md)
+
+
+def _stats_lines(text: str) -> list[tuple[int, int]]:
+    """(xacts/s, wait us) of each stats line, in order."""
+    return [
+        (int(x), int(w))
+        for x, w in re.findall(r"stats: (\d+) xacts/s, .* wait (\d+) us", text)
+    ]
+
+
+def test_pool_waits_before_1_24_are_client_waiting_per_second(tmp_path: Path) -> None:
+    wb = latkit.open()
+    wb.load(PGBOUNCER_LOG)
+    waits = pooling.pool_waits(wb)
+    expected = _stats_lines(PGBOUNCER_LOG.read_text())
+    assert waits["xacts_per_s"].to_list() == [x for x, _ in expected]
+    assert set(waits["version"]) == {"1.18.0"}
+    busy = waits.filter(pl.col("wait_us") > 0)
+    assert busy.height == sum(1 for _, w in expected if w > 0) > 0
+    for row, (xacts, wait) in zip(
+        busy.iter_rows(named=True), [e for e in expected if e[1] > 0], strict=True
+    ):
+        assert row["clients_waiting"] == pytest.approx(wait / 1e6)
+        assert row["wait_ms_per_xact"] == pytest.approx(wait / xacts / 1e3)
+        # Three pgbench clients on one server: at most two can be queued at any moment.
+        assert 0 < row["clients_waiting"] <= PGBENCH_CLIENTS - 1
+    assert waits.filter(pl.col("xacts_per_s") == 0)["wait_ms_per_xact"].is_null().all()
+
+
+def test_pool_waits_from_1_24_are_per_server_assignment(tmp_path: Path) -> None:
+    # The same log as if a newer PgBouncer had written it (only the version line differs).
+    path = tmp_path / "pgbouncer.log"
+    path.write_text(PGBOUNCER_LOG.read_text().replace("PgBouncer 1.18.0", "PgBouncer 1.24.1"))
+    wb = latkit.open()
+    wb.load(path)
+    row = pooling.pool_waits(wb).sort("wait_us", descending=True).row(0, named=True)
+    assert row["version"] == "1.24.1"
+    assert row["wait_ms_per_xact"] == pytest.approx(row["wait_us"] / 1e3)
+    assert row["clients_waiting"] == pytest.approx(row["wait_us"] * row["xacts_per_s"] / 1e6)
+    assert "per server assignment" in row["wait_meaning"]
+
+
+def test_pool_waits_without_a_version_say_so(tmp_path: Path) -> None:
+    path = tmp_path / "pgbouncer.log"
+    lines = PGBOUNCER_LOG.read_text().splitlines(keepends=True)
+    path.write_text("".join(line for line in lines if "process up" not in line))
+    wb = latkit.open()
+    wb.load(path)
+    waits = pooling.pool_waits(wb)
+    assert waits.height == len(_stats_lines(path.read_text())) > 0
+    assert waits["clients_waiting"].is_null().all() and waits["version"].is_null().all()
+    assert waits["wait_meaning"].str.starts_with("unknown").all()

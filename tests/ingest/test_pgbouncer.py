@@ -124,3 +124,11 @@ def test_sniff_tells_pgbouncer_from_postgres_logs() -> None:
         b"2026-01-01 00:00:00.000 UTC [7] LOG:  connection authorized: user=app database=shop\n"
     )
     assert not pgbouncer.sniff(b'{"resourceSpans": []}')
+
+
+def test_the_start_line_gives_the_version(wb: latkit.Workbook) -> None:
+    start = wb.sql("select detail, line from connections where event = 'start'")
+    text = LOG.read_text().splitlines()
+    assert start.rows() == [
+        ("1.18.0", next(i + 1 for i, t in enumerate(text) if "process up: PgBouncer" in t))
+    ]
