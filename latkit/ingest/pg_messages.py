@@ -19,8 +19,9 @@ the canonical tables, in DuckDB, in bounded chunks:
   ``disconnection: session time: ...`` are ``connections`` rows (events ``received``,
   ``authenticated``, ``authorized``, ``disconnection``).
 - auto_explain's ``duration: 1.2 ms  plan:`` entries are ``plans`` rows (JSON plans are
-  flattened into ``plan_nodes`` by ``pg_explain.flatten``; text plans are kept as a JSON string
-  without nodes). They are *not* ``queries`` rows: the statement's own duration line is.
+  flattened into ``plan_nodes`` by ``pg_explain.flatten``; text plans are read by
+  ``pg_explain_text`` into the same shape first, and the text is kept as a JSON string).
+  They are *not* ``queries`` rows: the statement's own duration line is.
 
 Every row gets a ``session_id``. Where the format has none (a stderr prefix without ``%c``)
 it is derived as PostgreSQL makes it: ``<session start, Unix seconds, hex>.<pid, hex>``, the
@@ -450,10 +451,6 @@ CREATE OR REPLACE TEMP TABLE _sessions (
 """
 
 #: A text plan's query: from "Query Text: " to the first line of the plan tree.
-_TEXT_PLAN_QUERY = re.compile(
-    r"^Query Text: (.*?)\n(?=[^\n]*(?:\(cost=|\(actual |\(never executed\)|^\S))",
-    re.S | re.M,
-)
 
 
 #: Entries kept from one round to read the next (``Classifier``). Pairs further apart than
@@ -550,6 +547,7 @@ class Classifier:
 
     def _plans(self, plans: pa.Table) -> Iterator[Rows]:
         from latkit.ingest.pg_explain import flatten
+        from latkit.ingest.pg_explain_text import parse as parse_text_plan
 
         statements: list[str | None] = []
         texts: list[str] = []
@@ -573,9 +571,12 @@ class Classifier:
                 parsed_ids.append(plan_id)
                 parsed.append(doc)
             else:
-                m = _TEXT_PLAN_QUERY.match(body)
-                statements.append(m.group(1) if m else None)
+                doc = parse_text_plan(body)
+                statements.append(doc.get("Query Text") if doc else None)
                 texts.append(json.dumps(body))
+                if doc is not None:
+                    parsed_ids.append(plan_id)
+                    parsed.append(doc)
         yield Rows(
             "plans",
             pa.table(

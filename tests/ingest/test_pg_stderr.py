@@ -227,7 +227,7 @@ def test_auto_explain_json_plans_are_flattened(main: latkit.Workbook) -> None:
     assert joined == EXPECTED["sleeps"]
 
 
-def test_auto_explain_text_plans_are_kept_without_nodes() -> None:
+def test_auto_explain_text_plans_are_kept_and_read_into_nodes() -> None:
     wb = load(PGLOGS / "prefixed.log.gz")
     plans = wb.sql("select statement, plan from plans where statement like "
                    "'SELECT id, pg_sleep%' order by plan_id")
@@ -237,7 +237,9 @@ def test_auto_explain_text_plans_are_kept_without_nodes() -> None:
     ]
     first = json.loads(plans["plan"][0])
     assert isinstance(first, str) and "Index Only Scan using orders_pkey" in first
-    assert wb.counts()["plan_nodes"] == 0
+    nodes = wb.sql("select node_type, index_name, relation from plan_nodes where plan_id = "
+                   "(select min(plan_id) from plans where statement like 'SELECT id, pg_sleep%')")
+    assert nodes.rows() == [("Index Only Scan", "orders_pkey", "orders")]
 
 
 def test_signed_literals_make_one_template() -> None:
