@@ -1,0 +1,1004 @@
+"""The analyses on a ClickHouse ``otel_traces`` table, where the data is.
+
+Teams with billions of spans keep them in ClickHouse through the OpenTelemetry Collector's
+ClickHouse exporter. ``latkit.open_clickhouse`` opens such a table as a workbook whose
+queries run inside ClickHouse and return polars frames, so the trace analyses (and the
+notebooks that call them) run on it unchanged:
+
+>>> wb = latkit.open_clickhouse("http://localhost:8123", table="otel_traces")  # doctest: +SKIP
+>>> budget.by_route(wb)                                                        # doctest: +SKIP
+>>> local = wb.sample(traces=500, where="route = $r", params={"r": "/orders/{id}"})
+... # doctest: +SKIP
+
+``to_otel_traces(wb)`` goes the other way, for tests and demos: it writes a DuckDB
+workbook's spans into an ``otel_traces`` table (a fresh chdb session, embedded ClickHouse,
+when no client is given) and returns the ClickHouse-backed workbook over it.
+
+How each analysis stays defined once
+------------------------------------
+Every analysis is DuckDB SQL over the canonical ``spans`` table, run through ``wb.sql()``
+or ``wb.con.cursor().sql()``. A ClickHouse workbook offers the same two entry points and
+*translates* each query, rather than each analysis having a second, hand-written
+ClickHouse version (which would drift) or moving to Ibis (a rewrite of every analysis, and
+a heavy dependency, for two engines we can already name). The translation is sqlglot
+(``read="duckdb", write="clickhouse"``) plus the handful of rewrites in ``_rewrite``:
+
+- every reference to the table ``spans`` becomes a subquery over ``otel_traces``
+  (``SPANS_SQL``): the canonical columns, with ``category``, ``route``, ``db_system`` and
+  the rest computed by ``latkit.enrich.SPANS_SELECT`` itself, transpiled, over the
+  exporter's columns with the attribute keys of ``latkit.enrich.SPAN_KEYS``: one
+  definition of the enrichment for both engines. A subquery rather than a VIEW, so a
+  read-only ClickHouse user is enough; ClickHouse pushes the analyses' filters into it.
+- ``quantile_cont`` becomes ``quantileExactInclusive``: both interpolate linearly between
+  ranks (numpy's default, R7), and give the same floats on the test data.
+- ``hash(...)`` becomes ``cityHash64(...)``, ``list_position`` ``indexOf``, the ``attr()``
+  macro a map lookup, ``try_cast`` ``accurateCastOrNull``, and ``rowid`` (which the span
+  arrays and the budget join on) a column of the subquery: 63 bits of
+  ``cityHash64(TraceId, SpanId, SpanKind)``.
+- Parameters (``$name`` and ``?``) become ClickHouse query parameters (``{p_name:Type}``),
+  sent apart from the query text and parsed by the server: no user value is ever pasted
+  into SQL.
+- Frames an analysis registers on its cursor (``cur.register(name, arrow)``: the budget's
+  per-request totals) are uploaded into a temporary table of the session.
+
+Analyses of query logs (``queries``, ``plans``, ``plan_nodes``, ``statements``,
+``connections``) do not apply: otel_traces holds spans only. A query that names one of
+those tables raises ``NotInClickHouse`` saying which table is missing and what to do.
+
+Which part runs where
+---------------------
+Filters, percentiles by route, N+1 runs (window functions), cache hit rates, queries per
+request, network edges: inside ClickHouse; only results come back. The latency budget and
+the critical path partition each request's time with latkit's numba kernels
+(``latkit.analysis.tree``), which SQL cannot express: their *span arrays* (two hashes,
+start, end, category code and a flag per span, about 40 bytes a span) are computed in
+ClickHouse and streamed to the client, where the kernels run; the per-request totals go back
+into a temporary table and the rest of the budget (the join with the requests, the
+percentiles) runs in ClickHouse again. ``span_arrays_shards`` streams those arrays in
+trace-hash shards, so a client's memory stays bounded for any table size.
+
+Fingerprints
+------------
+latkit's query fingerprints are computed in Python at load time (``latkit.fingerprint``),
+which ClickHouse cannot run. The workbook asks ClickHouse once for one example statement per
+``normalizedQueryHash`` (a few thousand query shapes, whatever the span count), computes
+latkit's template and fingerprint of each example here, and hands the mapping back as
+array parameters of ``transform()``: fingerprints then equal DuckDB's wherever ClickHouse's
+normalisation is no coarser than latkit's (both replace literals and collapse IN lists),
+and traces pulled into DuckDB join PostgreSQL logs as before.
+
+Dialect settings sent with every query: ``join_use_nulls = 1`` (an unmatched LEFT JOIN
+row has NULLs, as in DuckDB, not default values), ``output_format_arrow_string_as_string``
+and ``output_format_arrow_low_cardinality_as_dictionary = 0`` (strings come back as Arrow
+strings). Unsigned integers are returned as Int64, as DuckDB counts are.
+
+The ClickHouse client libraries (``chdb``, ``clickhouse-connect``; both Apache-2.0) are
+optional (``pip install latkit[clickhouse]``) and imported only when a function here is
+called.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import sqlglot
+from sqlglot import exp
+
+from latkit import enrich, fingerprint, schema
+
+__all__ = [
+    "OTEL_TRACES_DDL",
+    "ClickHouseWorkbook",
+    "NotInClickHouse",
+    "create_otel_traces",
+    "open_clickhouse",
+    "to_otel_traces",
+]
+
+#: The OpenTelemetry Collector ClickHouse exporter's traces table, verbatim:
+#: opentelemetry-collector-contrib, exporter/clickhouseexporter/internal/sqltemplates/
+#: traces_table.sql at commit 2bf6b9e1f8c8716ab54eaac1635e56b4d0649900 (the template of the
+#: v0.13x releases). ``create_otel_traces`` fills the Go template's fields the way the exporter
+#: does by default (MergeTree, no cluster, no TTL, bloom-filter indexes).
+OTEL_TRACES_DDL = """\
+CREATE TABLE IF NOT EXISTS {{ident .Database}}.{{ident .TableName}} {{.ClusterString}} (
+    Timestamp DateTime64(9) CODEC(Delta(8), ZSTD(1)),
+    TraceId String CODEC(ZSTD(1)),
+    SpanId String CODEC(ZSTD(1)),
+    ParentSpanId String CODEC(ZSTD(1)),
+    TraceState String CODEC(ZSTD(1)),
+    SpanName LowCardinality(String) CODEC(ZSTD(1)),
+    SpanKind LowCardinality(String) CODEC(ZSTD(1)),
+    ServiceName LowCardinality(String) CODEC(ZSTD(1)),
+    ResourceAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+    ScopeName String CODEC(ZSTD(1)),
+    ScopeVersion String CODEC(ZSTD(1)),
+    SpanAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+    Duration UInt64 CODEC(T64, ZSTD(1)),
+    StatusCode LowCardinality(String) CODEC(ZSTD(1)),
+    StatusMessage String CODEC(ZSTD(1)),
+    Events Nested (
+        Timestamp DateTime64(9),
+        Name LowCardinality(String),
+        Attributes Map(LowCardinality(String), String)
+    ) CODEC(ZSTD(1)),
+    Links Nested (
+        TraceId String,
+        SpanId String,
+        TraceState String,
+        Attributes Map(LowCardinality(String), String)
+    ) CODEC(ZSTD(1)),
+    ResourceAttributeItems Array(String) ALIAS arrayMap(kv -> concat(kv.1, '=', kv.2), CAST(ResourceAttributes, 'Array(Tuple(String, String))')),
+    SpanAttributeItems Array(String) ALIAS arrayMap(kv -> concat(kv.1, '=', kv.2), CAST(SpanAttributes, 'Array(Tuple(String, String))')),
+{{- if .HasFullTextSearch}}
+    INDEX idx_trace_id TraceId TYPE text(tokenizer = 'array'),
+    INDEX idx_res_attr_key mapKeys(ResourceAttributes) TYPE text(tokenizer = 'array'),
+    INDEX idx_res_attr_items ResourceAttributeItems TYPE text(tokenizer = 'array'),
+    INDEX idx_span_attr_key mapKeys(SpanAttributes) TYPE text(tokenizer = 'array'),
+    INDEX idx_span_attr_items SpanAttributeItems TYPE text(tokenizer = 'array'),
+{{- else}}
+    INDEX idx_trace_id TraceId TYPE bloom_filter(0.001) GRANULARITY 1,
+    INDEX idx_res_attr_key mapKeys(ResourceAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_res_attr_value mapValues(ResourceAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_span_attr_key mapKeys(SpanAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_span_attr_value mapValues(SpanAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+{{- end}}
+    INDEX idx_duration Duration TYPE minmax GRANULARITY 1,
+    INDEX idx_lower_span_name lower(SpanName) TYPE tokenbf_v1(32768, 3, 0) GRANULARITY 8
+) ENGINE = {{.Engine}}
+PARTITION BY toDate(Timestamp)
+PRIMARY KEY (ServiceName, SpanName, toDateTime(Timestamp))
+ORDER BY (ServiceName, SpanName, toDateTime(Timestamp), Timestamp)
+{{.TTL}}
+SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1
+"""  # noqa: E501
+
+#: Canonical tables a ClickHouse workbook does not have (otel_traces holds spans only).
+LOG_TABLES = tuple(t for t in schema.DATA_TABLES if t != "spans")
+
+#: Sent with every query (see the module docstring).
+SETTINGS = {
+    "join_use_nulls": 1,
+    "output_format_arrow_string_as_string": 1,
+    "output_format_arrow_low_cardinality_as_dictionary": 0,
+}
+
+
+class NotInClickHouse(Exception):
+    """An analysis needs a table that a ClickHouse workbook does not have."""
+
+
+# -- the canonical spans over otel_traces -------------------------------------------------
+
+
+def _lookup(keys: Sequence[str]) -> str:
+    """The first of ``keys`` present in ``SpanAttributes``, else NULL (as ``enrich``)."""
+    branches = ", ".join(f"mapContains(SpanAttributes, '{k}'), SpanAttributes['{k}']" for k in keys)
+    return f"multiIf({branches}, NULL)"
+
+
+def _staged(table: str) -> str:
+    """otel_traces in the shape ``enrich.SPANS_SELECT`` reads (``_staged``), in ClickHouse.
+
+    SpanKind and StatusCode are read both as the exporter writes them (``SPAN_KIND_SERVER``,
+    ``STATUS_CODE_ERROR``) and as later exporter versions do (``Server``, ``Error``).
+    """
+    promoted = ",\n".join(f"{_lookup(keys)} AS {name}" for name, keys in enrich.SPAN_KEYS.items())
+    return f"""
+        SELECT
+            TraceId AS trace_id,
+            SpanId AS span_id,
+            ParentSpanId AS parent_span_id,
+            nullIf(TraceState, '') AS trace_state,
+            toString(SpanName) AS name,
+            lower(replaceRegexpOne(SpanKind, '^SPAN_KIND_', '')) AS kind,
+            nullIf(toString(ServiceName), '') AS service,
+            toUnixTimestamp64Nano(Timestamp) AS start_ns,
+            toUnixTimestamp64Nano(Timestamp) + toInt64(Duration) AS end_ns,
+            lower(replaceRegexpOne(StatusCode, '^STATUS_CODE_', '')) AS status,
+            nullIf(StatusMessage, '') AS status_message,
+            nullIf(ScopeName, '') AS scope,
+            SpanAttributes AS attributes,
+            ResourceAttributes AS resource_attributes,
+            `Events.Name` AS events,
+            `Links.SpanId` AS links,
+            {promoted},
+            transform(normalizedQueryHash(_db_statement), {{_fp_hashes:Array(UInt64)}},
+                      {{_fp_fingerprints:Array(String)}}, NULL) AS _fingerprint,
+            transform(normalizedQueryHash(_db_statement), {{_fp_hashes:Array(UInt64)}},
+                      {{_fp_templates:Array(String)}}, NULL) AS _query_template,
+            bitShiftRight(cityHash64(TraceId, SpanId, SpanKind), 1) AS rowid
+        FROM {table}
+    """
+
+
+def spans_sql(table: str) -> str:
+    """The canonical ``spans`` relation over an otel_traces table, as ClickHouse SQL.
+
+    ``latkit.enrich.SPANS_SELECT`` transpiled (``$source`` is ``clickhouse:<table>``,
+    ``load_id`` 0), plus ``rowid``. Needs the ``_fp_*`` parameters of ``_Fingerprints``.
+    """
+    tree = sqlglot.parse_one(enrich.SPANS_SELECT, read="duckdb")
+    assert isinstance(tree, exp.Select)
+    for node in list(tree.find_all(exp.Placeholder, exp.Parameter)):
+        name = node.name
+        value = exp.Literal.string(f"clickhouse:{table}") if name == "source" else exp.Literal.number(0)
+        node.replace(value)
+    _clickhouse_functions(tree)
+    tree = tree.select("rowid")
+    select = tree.sql(dialect="clickhouse")
+    return select.replace("FROM _staged", f"FROM ({_staged(table)}) AS _staged")
+
+
+# -- translating DuckDB SQL ------------------------------------------------------------------
+
+
+def _clickhouse_functions(tree: exp.Expression) -> None:
+    """Rewrite, in place, the DuckDB functions that sqlglot does not map to ClickHouse."""
+    for node in list(tree.find_all(exp.Anonymous)):
+        name = node.name.lower()
+        args = node.expressions
+        if name == "attr" and len(args) == 2:
+            kvs, key = args
+            node.replace(
+                exp.If(
+                    this=exp.func("mapContains", kvs.copy(), key.copy()),
+                    true=exp.Bracket(this=kvs.copy(), expressions=[key.copy()]),
+                    false=exp.Null(),
+                )
+            )
+        elif name == "hash":
+            node.replace(exp.func("cityHash64", *[a.copy() for a in args]))
+        elif name == "list_position":
+            node.replace(exp.func("indexOf", *[a.copy() for a in args]))
+    for q in list(tree.find_all(exp.PercentileCont)):
+        fraction = q.args.get("expression")
+        value = q.this
+        if fraction is None:  # within-group form: the value is in the ORDER BY
+            continue
+        q.replace(
+            exp.Anonymous(
+                this=f"quantileExactInclusive({fraction.sql(dialect='clickhouse')})",
+                expressions=[value.copy()],
+            )
+        )
+    for cast in list(tree.find_all(exp.TryCast)):
+        target = exp.DataType.build(cast.to.sql(dialect="duckdb"), dialect="duckdb")
+        ch_type = target.sql(dialect="clickhouse")
+        if ch_type.startswith("Nullable("):
+            ch_type = ch_type[len("Nullable(") : -1]
+        cast.replace(
+            exp.func("accurateCastOrNull", cast.this.copy(), exp.Literal.string(ch_type))
+        )
+
+
+def _param_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "Nullable(Bool)"
+    if isinstance(value, int):
+        return "Nullable(Int64)"
+    if isinstance(value, float):
+        return "Nullable(Float64)"
+    if isinstance(value, (list, tuple)):
+        inner = {_param_type(v) for v in value if v is not None} or {"Nullable(String)"}
+        if len(inner) != 1:
+            raise TypeError(f"a list parameter must hold values of one type: {value!r}")
+        return f"Array({inner.pop()})"
+    if value is None or isinstance(value, str):
+        return "Nullable(String)"
+    raise TypeError(f"unsupported parameter type {type(value).__name__}: {value!r}")
+
+
+def _escaped(value: Any, quoted: bool = False) -> str:
+    """A parameter value in ClickHouse's text format (the server parses it; never pasted)."""
+    if value is None:
+        return "NULL" if quoted else "\\N"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_escaped(v, quoted=True) for v in value) + "]"
+    text = str(value).replace("\\", "\\\\")
+    if quoted:
+        return "'" + text.replace("'", "\\'") + "'"
+    return text.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+@dataclass
+class Translation:
+    """A DuckDB query translated to ClickHouse: the SQL and its parameters, as text."""
+
+    sql: str
+    params: dict[str, str]
+
+
+def translate(
+    query: str,
+    params: Any = None,
+    *,
+    spans: str,
+    tables: Mapping[str, str] | None = None,
+) -> Translation:
+    """Translate DuckDB SQL over the canonical tables into ClickHouse SQL.
+
+    ``spans`` is the ClickHouse relation standing for ``spans``; ``tables`` maps other names
+    (frames registered on a cursor) to ClickHouse tables. Raises ``NotInClickHouse`` for a
+    query-log table.
+    """
+    tables = dict(tables or {})
+    tree = sqlglot.parse_one(query, read="duckdb")
+    ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    for table in list(tree.find_all(exp.Table)):
+        name = table.name
+        if name in ctes or table.args.get("db"):
+            continue
+        if name in LOG_TABLES:
+            raise NotInClickHouse(
+                f"this analysis reads the {name!r} table (from PostgreSQL logs, plans or "
+                f"pg_stat_statements), which a ClickHouse workbook does not have: otel_traces "
+                f"holds spans only. Pull a sample into DuckDB (wb.sample(...)) and load the "
+                f"logs there with latkit.open().load(...)"
+            )
+        if name == "spans":
+            alias = table.alias or "spans"
+            sub = exp.Subquery(
+                this=exp.Anonymous(this="__SPANS__"), alias=exp.TableAlias(this=exp.to_identifier(alias))
+            )
+            table.replace(sub)
+        elif name in tables:
+            table.set("this", exp.to_identifier(tables[name]))
+    _clickhouse_functions(tree)
+    for join in tree.find_all(exp.Join):
+        if join.args.get("kind", "").upper() == "SEMI" and not join.side:
+            join.set("side", "LEFT")
+    out: dict[str, str] = {}
+    positional = iter(params) if isinstance(params, (list, tuple)) else None
+    counter = itertools.count()
+    for node in list(tree.find_all(exp.Placeholder, exp.Parameter)):
+        if positional is not None:
+            if node.name and not node.name.isdigit():
+                raise ValueError(f"named parameter ${node.name} with positional params")
+            value = (
+                params[int(node.name) - 1] if node.name else next(positional)  # type: ignore[index]
+            )
+            key = f"p{next(counter)}"
+        else:
+            if not isinstance(params, Mapping) or node.name not in params:
+                raise ValueError(f"no value given for parameter ${node.name}")
+            value = params[node.name]
+            key = f"p_{node.name}"
+        node.replace(exp.Anonymous(this=f"__PARAM__{key}:{_param_type(value)}"))
+        out[key] = _escaped(value)
+    sql = tree.sql(dialect="clickhouse")
+    sql = _unwrap_markers(sql, spans)
+    return Translation(sql, out)
+
+
+def _unwrap_markers(sql: str, spans: str) -> str:
+    sql = sql.replace("(__SPANS__())", f"({spans})").replace("__SPANS__()", f"({spans})")
+    # Parameter markers: __PARAM__key:Type() -> {key:Type}
+    out = []
+    rest = sql
+    while (i := rest.find("__PARAM__")) >= 0:
+        out.append(rest[:i])
+        rest = rest[i + len("__PARAM__") :]
+        j = rest.find("()")
+        depth = 0
+        # the type may itself contain parentheses: find the "()" that closes the marker
+        k = 0
+        while True:
+            ch = rest[k]
+            if ch == "(":
+                if depth == 0 and rest[k : k + 2] == "()":
+                    j = k
+                    break
+                depth += 1
+            elif ch == ")":
+                depth -= 1
+            k += 1
+        out.append("{" + rest[:j] + "}")
+        rest = rest[j + 2 :]
+    out.append(rest)
+    return "".join(out)
+
+
+# -- engines ---------------------------------------------------------------------------------
+
+
+class _Engine:
+    """What the workbook needs of a ClickHouse client: Arrow out, Arrow in, commands."""
+
+    def arrow(self, sql: str, params: Mapping[str, str]) -> pa.Table:
+        raise NotImplementedError
+
+    def command(self, sql: str, params: Mapping[str, str] | None = None) -> None:
+        raise NotImplementedError
+
+    def insert_arrow(self, table: str, data: pa.Table) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+def _settings_clause() -> str:
+    return " SETTINGS " + ", ".join(f"{k} = {v}" for k, v in SETTINGS.items())
+
+
+class _Chdb(_Engine):
+    """An embedded ClickHouse session (chdb)."""
+
+    def __init__(self, session: Any):
+        self.session = session
+        self._tmp = tempfile.TemporaryDirectory(prefix="latkit-chdb-")
+
+    def arrow(self, sql: str, params: Mapping[str, str]) -> pa.Table:
+        table = self.session.query(sql + _settings_clause(), "ArrowTable", params=dict(params))
+        return table if isinstance(table, pa.Table) else pa.table({})
+
+    def command(self, sql: str, params: Mapping[str, str] | None = None) -> None:
+        self.session.query(sql, "Null", params=dict(params or {}))
+
+    def insert_arrow(self, table: str, data: pa.Table) -> None:
+        path = Path(self._tmp.name) / f"{table}.arrow"
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, data.schema) as writer:
+            writer.write_table(data)
+        self.session.query(
+            f"INSERT INTO {table} SELECT * FROM file({{path:String}}, 'Arrow')",
+            "Null",
+            params={"path": _escaped(str(path))},
+        )
+        path.unlink()
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+
+class _Connect(_Engine):
+    """A ClickHouse server through clickhouse-connect (HTTP)."""
+
+    def __init__(self, client: Any):
+        self.client = client
+
+    def arrow(self, sql: str, params: Mapping[str, str]) -> pa.Table:
+        # Values are already in ClickHouse's text format; clickhouse-connect sends
+        # ``param_<name>`` as given when it is a string.
+        return self.client.query_arrow(
+            sql, parameters=dict(params), settings=dict(SETTINGS), use_strings=True
+        )
+
+    def command(self, sql: str, params: Mapping[str, str] | None = None) -> None:
+        self.client.command(sql, parameters=dict(params or {}))
+
+    def insert_arrow(self, table: str, data: pa.Table) -> None:
+        self.client.insert_arrow(table, data)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _engine(url_or_client: Any) -> _Engine:
+    if isinstance(url_or_client, _Engine):
+        return url_or_client
+    if isinstance(url_or_client, str):
+        if url_or_client.startswith(("http://", "https://", "clickhouse://", "clickhouses://")):
+            import clickhouse_connect
+
+            return _Connect(clickhouse_connect.get_client(dsn=url_or_client))
+        if url_or_client.startswith("chdb:"):
+            from chdb import session
+
+            path = url_or_client[len("chdb:") :].lstrip("/") or None
+            return _Chdb(session.Session(path) if path else session.Session())
+        raise ValueError(
+            f"{url_or_client!r}: give an http(s):// or clickhouse:// URL, chdb: (in memory) "
+            f"or chdb:<folder>, or a chdb session or clickhouse-connect client"
+        )
+    if hasattr(url_or_client, "query_arrow") and hasattr(url_or_client, "insert_arrow"):
+        return _Connect(url_or_client)
+    if hasattr(url_or_client, "query") and hasattr(url_or_client, "send_query"):
+        return _Chdb(url_or_client)
+    raise TypeError(f"not a ClickHouse client: {type(url_or_client).__name__}")
+
+
+# -- results ---------------------------------------------------------------------------------
+
+
+def _normalise(table: pa.Table) -> pa.Table:
+    """Arrow from ClickHouse in the types DuckDB would give: signed counts, plain strings."""
+    columns = []
+    for column in table.columns:
+        t = column.type
+        if pa.types.is_dictionary(t):
+            column = column.cast(t.value_type)
+            t = t.value_type
+        if pa.types.is_unsigned_integer(t):
+            column = column.cast(pa.int64())
+        elif pa.types.is_large_string(t):
+            column = column.cast(pa.string())
+        columns.append(column)
+    return pa.table(columns, names=table.column_names)
+
+
+class _Result:
+    def __init__(self, table: pa.Table):
+        self.table = table
+
+    def pl(self) -> pl.DataFrame:
+        frame = pl.from_arrow(self.table)
+        assert isinstance(frame, pl.DataFrame)
+        return frame
+
+    def to_arrow_table(self) -> pa.Table:
+        return self.table
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return list(zip(*(c.to_pylist() for c in self.table.columns), strict=True))
+
+
+class _Cursor:
+    """The part of a DuckDB cursor the analyses use, over ClickHouse."""
+
+    def __init__(self, wb: ClickHouseWorkbook):
+        self.wb = wb
+        self.tables: dict[str, str] = {}
+
+    def register(self, name: str, data: Any) -> _Cursor:
+        if isinstance(data, pl.DataFrame):
+            data = data.to_arrow()
+        self.tables[name] = self.wb._upload(data)
+        return self
+
+    def unregister(self, name: str) -> _Cursor:
+        self.tables.pop(name, None)
+        return self
+
+    def sql(self, query: str, params: Any = None) -> _Result:
+        return _Result(self.wb._run(query, params, self.tables))
+
+    def execute(self, query: str, params: Any = None) -> _Result:
+        return self.sql(query, params)
+
+    def cursor(self) -> _Cursor:
+        return _Cursor(self.wb)
+
+    def close(self) -> None:
+        self.tables.clear()
+
+
+# -- the workbook ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Fingerprints:
+    """latkit's fingerprint for each query shape (``normalizedQueryHash``) in the table."""
+
+    hashes: list[int] = field(default_factory=list)
+    fingerprints: list[str] = field(default_factory=list)
+    templates: list[str] = field(default_factory=list)
+
+    def params(self) -> dict[str, str]:
+        return {
+            "_fp_hashes": _escaped(self.hashes),
+            "_fp_fingerprints": _escaped(self.fingerprints),
+            "_fp_templates": _escaped(self.templates),
+        }
+
+
+class ClickHouseWorkbook:
+    """A workbook whose spans are a ClickHouse otel_traces table. ``latkit.open_clickhouse``."""
+
+    def __init__(self, engine: _Engine, table: str = "otel_traces"):
+        self.engine = engine
+        self.table = _qualified(table)
+        self.path: str | None = None
+        self.read_only = True
+        self.con = _Cursor(self)
+        self._spans = spans_sql(self.table)
+        self._uploads = itertools.count()
+        self._fp: _Fingerprints | None = None
+
+    def __repr__(self) -> str:
+        return f"<latkit.ClickHouseWorkbook {self.table}: spans {self.counts()['spans']:,}>"
+
+    def __enter__(self) -> ClickHouseWorkbook:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def counts(self) -> dict[str, int]:
+        """Rows per canonical table: spans only (the log tables do not exist here)."""
+        n = self.engine.arrow(f"SELECT count() AS n FROM {self.table}", {})["n"][0].as_py()
+        return {"spans": int(n)} | {t: 0 for t in LOG_TABLES}
+
+    def sql(self, query: str, params: Any = None) -> pl.DataFrame:
+        """Run a DuckDB-dialect query over the canonical ``spans`` in ClickHouse.
+
+        >>> wb.sql("SELECT service, count(*) AS n FROM spans GROUP BY ALL")  # doctest: +SKIP
+        """
+        return _Result(self._run(query, params, {})).pl()
+
+    def translate(self, query: str, params: Any = None) -> Translation:
+        """The ClickHouse SQL and parameters that ``sql`` would send (for reading)."""
+        t = translate(query, params, spans=self._spans)
+        return Translation(t.sql, t.params | self._fingerprints().params())
+
+    def _run(self, query: str, params: Any, tables: Mapping[str, str]) -> pa.Table:
+        t = translate(query, params, spans=self._spans, tables=tables)
+        return _normalise(self.engine.arrow(t.sql, t.params | self._fingerprints().params()))
+
+    def _fingerprints(self) -> _Fingerprints:
+        if self._fp is None:
+            self._fp = _Fingerprints()  # the queries below read spans without fingerprints
+            examples = self.engine.arrow(
+                f"""
+                SELECT normalizedQueryHash(s) AS h, any(s) AS statement
+                FROM (SELECT {_lookup(enrich.SPAN_KEYS['_db_statement'])} AS s
+                      FROM {self.table})
+                WHERE s IS NOT NULL
+                GROUP BY h ORDER BY h
+                """,
+                {},
+            )
+            templates, fps = fingerprint.templates(examples["statement"])
+            self._fp = _Fingerprints(
+                [int(h) for h in examples["h"].to_pylist()],
+                [str(f) for f in fps.to_pylist()],
+                [str(t) for t in templates.to_pylist()],
+            )
+        return self._fp
+
+    def _upload(self, data: pa.Table) -> str:
+        """A temporary table in the session holding ``data``; its name."""
+        name = f"_latkit_upload_{next(self._uploads)}"
+        columns = ", ".join(f"`{f.name}` {_ch_type(f.type)}" for f in data.schema)
+        self.engine.command(f"CREATE TEMPORARY TABLE {name} ({columns})")
+        self.engine.insert_arrow(name, data)
+        return name
+
+    # -- moving spans to DuckDB ------------------------------------------------------------
+
+    def sample(
+        self,
+        traces: int = 1000,
+        where: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        into: Any = None,
+        seed: int = 0,
+    ) -> Any:
+        """Pull whole traces into a local DuckDB workbook for a deep dive.
+
+        Up to ``traces`` trace ids are picked at random (stable for a ``seed``) among the
+        traces with a span matching ``where`` (DuckDB SQL over ``spans``, parameters bound),
+        and every span of them is loaded into ``into`` (a new in-memory workbook by default),
+        enriched by latkit as any loaded file is. Returns that workbook.
+
+        >>> local = wb.sample(traces=200, where="route = $r", params={"r": "/checkout"})
+        ... # doctest: +SKIP
+        """
+        from latkit import workbook
+
+        pick = f"""
+            SELECT trace_id FROM spans {"WHERE " + where if where else ""}
+            GROUP BY trace_id
+            ORDER BY hash(trace_id, $_seed), trace_id
+            LIMIT $_traces
+        """
+        ids = self.sql(pick, {**(params or {}), "_seed": seed, "_traces": traces})["trace_id"]
+        target = into if into is not None else workbook.open()
+        staged = self.engine.arrow(
+            _STAGING_SQL.format(table=self.table), {"ids": _escaped(ids.to_list())}
+        )
+        _load_staged(target, staged, source=f"clickhouse:{self.table}")
+        return target
+
+
+def _ch_type(t: pa.DataType) -> str:
+    if pa.types.is_integer(t):
+        return "Int64"
+    if pa.types.is_floating(t):
+        return "Float64"
+    if pa.types.is_boolean(t):
+        return "Bool"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "Nullable(String)"
+    raise TypeError(f"cannot upload a column of type {t}")
+
+
+def _qualified(table: str) -> str:
+    parts = table.split(".")
+    if not 1 <= len(parts) <= 2 or not all(p.replace("_", "").isalnum() for p in parts):
+        raise ValueError(f"{table!r}: give a table name, or database.table")
+    return ".".join(f"`{p}`" for p in parts)
+
+
+#: otel_traces rows of the chosen traces in latkit's staging shape (``schema.SPAN_STAGING``).
+_STAGING_SQL = """
+    SELECT
+        TraceId AS trace_id,
+        SpanId AS span_id,
+        nullIf(ParentSpanId, '') AS parent_span_id,
+        nullIf(TraceState, '') AS trace_state,
+        toString(SpanName) AS name,
+        lower(replaceRegexpOne(SpanKind, '^SPAN_KIND_', '')) AS kind,
+        nullIf(toString(ServiceName), '') AS service,
+        toUnixTimestamp64Nano(Timestamp) AS start_ns,
+        toUnixTimestamp64Nano(Timestamp) + toInt64(Duration) AS end_ns,
+        lower(replaceRegexpOne(StatusCode, '^STATUS_CODE_', '')) AS status,
+        nullIf(StatusMessage, '') AS status_message,
+        nullIf(ScopeName, '') AS scope,
+        arrayMap((k, v) -> tuple(toString(k), v), mapKeys(SpanAttributes),
+                 mapValues(SpanAttributes)) AS attributes,
+        arrayMap((k, v) -> tuple(toString(k), v), mapKeys(ResourceAttributes),
+                 mapValues(ResourceAttributes)) AS resource_attributes,
+        arrayMap((t, n, a) -> tuple(toUnixTimestamp64Nano(t), toString(n),
+                                    arrayMap((k, v) -> tuple(toString(k), v), mapKeys(a),
+                                             mapValues(a))),
+                 `Events.Timestamp`, `Events.Name`, `Events.Attributes`) AS events,
+        arrayMap((t, s, st, a) -> tuple(t, s, st,
+                                        arrayMap((k, v) -> tuple(toString(k), v), mapKeys(a),
+                                                 mapValues(a))),
+                 `Links.TraceId`, `Links.SpanId`, `Links.TraceState`, `Links.Attributes`)
+            AS links
+    FROM {table}
+    WHERE TraceId IN {{ids:Array(String)}}
+    ORDER BY TraceId, Timestamp, SpanId
+"""
+
+
+def _load_staged(target: Any, staged: pa.Table, source: str) -> None:
+    """Insert otel_traces rows (``_STAGING_SQL``) into a DuckDB workbook, enriched."""
+    batch = _as_staging(staged)
+    load_id = target._next_load_id()
+    started = time.perf_counter()
+    con = target.con
+    con.begin()
+    try:
+        con.register("_staged", enrich.stage_spans(batch))
+        con.execute(
+            f"INSERT INTO spans {enrich.SPANS_SELECT}", {"source": source, "load_id": load_id}
+        )
+        con.unregister("_staged")
+        con.execute(
+            "INSERT INTO loads VALUES (?, ?, NULL, NULL, 'clickhouse', ?, ?, 0, 0, ?, now())",
+            [
+                load_id,
+                source,
+                {"spans": batch.num_rows},
+                batch.num_rows,
+                time.perf_counter() - started,
+            ],
+        )
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+
+
+def _as_staging(staged: pa.Table) -> pa.Table:
+    """ClickHouse's Arrow (tuples as structs with positional names) in ``SPAN_STAGING``."""
+    staged = _normalise(staged)
+    columns = []
+    for f in schema.SPAN_STAGING:
+        column = staged.column(f.name)
+        if column.type != f.type:
+            column = pa.chunked_array(
+                [_retype(chunk, f.type) for chunk in column.chunks], type=f.type
+            )
+        columns.append(column)
+    return pa.table(columns, schema=schema.SPAN_STAGING)
+
+
+def _retype(array: pa.Array, target: pa.DataType) -> pa.Array:
+    """The same values under ``target``'s field names (ClickHouse names tuple fields 1, 2)."""
+    if pa.types.is_list(target):
+        assert isinstance(array, (pa.ListArray, pa.LargeListArray))
+        values = _retype(array.values, target.value_type)
+        return pa.ListArray.from_arrays(array.offsets, values, type=target, mask=array.is_null())
+    if pa.types.is_struct(target):
+        assert isinstance(array, pa.StructArray)
+        children = [
+            _retype(array.field(i), target.field(i).type) for i in range(target.num_fields)
+        ]
+        return pa.StructArray.from_arrays(children, fields=list(target))
+    if pa.types.is_dictionary(array.type):
+        array = array.cast(array.type.value_type)
+    return array.cast(target)
+
+
+# -- writing otel_traces ---------------------------------------------------------------------
+
+
+def create_otel_traces(client: Any, table: str = "otel_traces", database: str = "default") -> None:
+    """Create the exporter's traces table (``OTEL_TRACES_DDL``) if it does not exist."""
+    engine = _engine(client)
+    engine.command(_render_ddl(database, table))
+
+
+def _render_ddl(database: str, table: str) -> str:
+    ddl = OTEL_TRACES_DDL
+    start = ddl.index("{{- if .HasFullTextSearch}}")
+    middle = ddl.index("{{- else}}")
+    end = ddl.index("{{- end}}")
+    # ``{{-`` trims the whitespace before it, the line break included.
+    ddl = ddl[:start].rstrip() + ddl[middle + len("{{- else}}") : end].rstrip() + ddl[
+        end + len("{{- end}}") :
+    ]
+    ident = _qualified(f"{database}.{table}")
+    return (
+        ddl.replace("{{ident .Database}}.{{ident .TableName}}", ident)
+        .replace("{{.ClusterString}}", "")
+        .replace("{{.Engine}}", "MergeTree()")
+        .replace("{{.TTL}}", "")
+    )
+
+
+#: A workbook's spans as the exporter writes them, from DuckDB (Arrow out), in batches.
+_EXPORT_SQL = """
+    SELECT
+        start_ns AS ts_ns,
+        trace_id, span_id,
+        coalesce(parent_span_id, '') AS parent_span_id,
+        coalesce(trace_state, '') AS trace_state,
+        name,
+        'SPAN_KIND_' || upper(kind) AS kind,
+        CASE WHEN service = 'unknown_service' AND NOT EXISTS (
+                SELECT 1 FROM unnest(resource_attributes) AS r(kv)
+                WHERE kv.key = 'service.name') THEN '' ELSE service END AS service,
+        list_transform(resource_attributes, lambda kv: kv.key) AS resource_keys,
+        list_transform(resource_attributes, lambda kv: coalesce(kv.value, '')) AS resource_values,
+        coalesce(scope, '') AS scope,
+        list_transform(attributes, lambda kv: kv.key) AS span_keys,
+        list_transform(attributes, lambda kv: coalesce(kv.value, '')) AS span_values,
+        CAST(greatest(end_ns - start_ns, 0) AS UBIGINT) AS duration,
+        'STATUS_CODE_' || upper(status) AS status,
+        coalesce(status_message, '') AS status_message,
+        list_transform(events, lambda e: e.time_ns) AS event_ns,
+        list_transform(events, lambda e: e.name) AS event_names,
+        list_transform(events, lambda e: list_transform(e.attributes, lambda kv: kv.key))
+            AS event_keys,
+        list_transform(events, lambda e: list_transform(e.attributes,
+                                                        lambda kv: coalesce(kv.value, '')))
+            AS event_values,
+        list_transform(links, lambda l: l.trace_id) AS link_trace_ids,
+        list_transform(links, lambda l: l.span_id) AS link_span_ids,
+        list_transform(links, lambda l: coalesce(l.trace_state, '')) AS link_states,
+        list_transform(links, lambda l: list_transform(l.attributes, lambda kv: kv.key))
+            AS link_keys,
+        list_transform(links, lambda l: list_transform(l.attributes,
+                                                       lambda kv: coalesce(kv.value, '')))
+            AS link_values
+    FROM spans
+    ORDER BY start_ns, trace_id, span_id
+"""
+
+_EXPORT_COLUMNS = """
+    ts_ns Int64, trace_id String, span_id String, parent_span_id String, trace_state String,
+    name String, kind String, service String, resource_keys Array(String),
+    resource_values Array(String), scope String, span_keys Array(String),
+    span_values Array(String), duration UInt64, status String, status_message String,
+    event_ns Array(Int64), event_names Array(String), event_keys Array(Array(String)),
+    event_values Array(Array(String)), link_trace_ids Array(String),
+    link_span_ids Array(String), link_states Array(String), link_keys Array(Array(String)),
+    link_values Array(Array(String))
+"""
+
+_EXPORT_INSERT = """
+    INSERT INTO {table} (
+        Timestamp, TraceId, SpanId, ParentSpanId, TraceState, SpanName, SpanKind, ServiceName,
+        ResourceAttributes, ScopeName, ScopeVersion, SpanAttributes, Duration, StatusCode,
+        StatusMessage, `Events.Timestamp`, `Events.Name`, `Events.Attributes`,
+        `Links.TraceId`, `Links.SpanId`, `Links.TraceState`, `Links.Attributes`)
+    SELECT
+        fromUnixTimestamp64Nano(ts_ns), trace_id, span_id, parent_span_id, trace_state, name,
+        kind, service, mapFromArrays(resource_keys, resource_values), scope, '',
+        mapFromArrays(span_keys, span_values), duration, status, status_message,
+        arrayMap(t -> fromUnixTimestamp64Nano(t), event_ns), event_names,
+        arrayMap((k, v) -> mapFromArrays(k, v), event_keys, event_values),
+        link_trace_ids, link_span_ids, link_states,
+        arrayMap((k, v) -> mapFromArrays(k, v), link_keys, link_values)
+    FROM {staging}
+"""
+
+
+def to_otel_traces(
+    wb: Any,
+    client: Any = None,
+    table: str = "otel_traces",
+    database: str = "default",
+    batch_rows: int = 200_000,
+) -> ClickHouseWorkbook:
+    """Write a DuckDB workbook's spans into an otel_traces table, as the exporter would.
+
+    ``client`` is a chdb session, a clickhouse-connect client or a URL (``open_clickhouse``);
+    by default a fresh in-memory chdb session. The table is created with the exporter's DDL
+    if missing. Returns the ClickHouse-backed workbook over it.
+
+    >>> ch = to_otel_traces(latkit.open().load("sample_data/traces") and wb)  # doctest: +SKIP
+    """
+    if client is None:
+        from chdb import session
+
+        client = session.Session()
+    engine = _engine(client)
+    create_otel_traces(engine, table, database)
+    target = _qualified(f"{database}.{table}")
+    staging = "_latkit_export"
+    engine.command(f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} ({_EXPORT_COLUMNS})")
+    try:
+        reader = wb.con.cursor().sql(_EXPORT_SQL).fetch_record_batch(batch_rows)
+        for batch in reader:
+            engine.command(f"TRUNCATE TABLE {staging}")
+            engine.insert_arrow(staging, pa.Table.from_batches([batch]))
+            engine.command(_EXPORT_INSERT.format(table=target, staging=staging))
+    finally:
+        engine.command(f"DROP TEMPORARY TABLE IF EXISTS {staging}")
+    return ClickHouseWorkbook(engine, f"{database}.{table}")
+
+
+def open_clickhouse(url_or_client: Any, table: str = "otel_traces") -> ClickHouseWorkbook:
+    """Open a ClickHouse otel_traces table as a workbook: the analyses run in ClickHouse.
+
+    ``url_or_client``: an ``http(s)://`` or ``clickhouse://`` URL (clickhouse-connect),
+    ``"chdb:"`` for an in-memory chdb session or ``"chdb:<folder>"`` for one on disk, or a
+    chdb session or clickhouse-connect client. ``table`` may name its database
+    (``"otel.otel_traces"``).
+
+    >>> wb = latkit.open_clickhouse("http://localhost:8123")  # doctest: +SKIP
+    >>> nplusone.detect(wb).head()                             # doctest: +SKIP
+    """
+    return ClickHouseWorkbook(_engine(url_or_client), table)
+
+
+# -- span arrays for the budget kernels, in shards ----------------------------------------
+
+
+def span_arrays_shards(wb: ClickHouseWorkbook, shards: int) -> Iterator[Any]:
+    """``tree.SpanArrays`` of the spans, one shard of traces (by trace hash) at a time.
+
+    Each shard holds whole traces, so the kernels give the same answer per request as over
+    all spans at once, with a client's memory bounded by one shard.
+    """
+    from latkit.analysis import tree
+
+    for k in range(shards):
+        yield tree.load(
+            wb.con,
+            "hash(trace_id) % $_shards = $_shard",
+            {"_shards": shards, "_shard": k},
+        )
+
+
+def budget_totals(wb: ClickHouseWorkbook, shards: int = 8) -> pl.DataFrame:
+    """Per request (server span), its time by budget category, computed shard by shard.
+
+    Columns: ``span_row`` (the span's ``rowid``) and ``<category>_ms`` for each of
+    ``tree.BUDGET``. What ``budget._per_request`` computes in one piece, in bounded memory.
+    """
+    from latkit.analysis import tree
+
+    parts = []
+    for spans in span_arrays_shards(wb, shards):
+        entries = np.flatnonzero(spans.is_server)
+        totals = tree.budget_totals(spans, entries)
+        parts.append(
+            pl.DataFrame(
+                {"span_row": spans.span_row[entries]}
+                | {f"{n}_ms": totals[:, i] / 1e6 for i, n in enumerate(tree.BUDGET)}
+            )
+        )
+    return pl.concat(parts) if parts else pl.DataFrame()
