@@ -68,7 +68,9 @@ normalisation is no coarser than latkit's (both replace literals and collapse IN
 and traces pulled into DuckDB join PostgreSQL logs as before.
 
 Dialect settings sent with every query: ``join_use_nulls = 1`` (an unmatched LEFT JOIN
-row has NULLs, as in DuckDB, not default values), ``output_format_arrow_string_as_string``
+row has NULLs, as in DuckDB, not default values), ``prefer_column_name_to_alias = 1`` (in
+``SELECT any(span_id) AS span_id, argMin(span_id, t)`` the second ``span_id`` is the
+column, as in DuckDB, not the aggregate), ``output_format_arrow_string_as_string``
 and ``output_format_arrow_low_cardinality_as_dictionary = 0`` (strings come back as Arrow
 strings). Unsigned integers are returned as Int64, as DuckDB counts are.
 
@@ -168,6 +170,7 @@ LOG_TABLES = tuple(t for t in schema.DATA_TABLES if t != "spans")
 #: Sent with every query (see the module docstring).
 SETTINGS = {
     "join_use_nulls": 1,
+    "prefer_column_name_to_alias": 1,
     "output_format_arrow_string_as_string": 1,
     "output_format_arrow_low_cardinality_as_dictionary": 0,
 }
@@ -233,7 +236,7 @@ def spans_sql(table: str) -> str:
         name = node.name
         value = exp.Literal.string(f"clickhouse:{table}") if name == "source" else exp.Literal.number(0)
         node.replace(value)
-    _clickhouse_functions(tree)
+    tree = _clickhouse_functions(tree)
     tree = tree.select("rowid")
     select = tree.sql(dialect="clickhouse")
     return select.replace("FROM _staged", f"FROM ({_staged(table)}) AS _staged")
@@ -242,43 +245,119 @@ def spans_sql(table: str) -> str:
 # -- translating DuckDB SQL ------------------------------------------------------------------
 
 
-def _clickhouse_functions(tree: exp.Expression) -> None:
-    """Rewrite, in place, the DuckDB functions that sqlglot does not map to ClickHouse."""
-    for node in list(tree.find_all(exp.Anonymous)):
+def _clickhouse_functions(tree: exp.Expression) -> exp.Expression:
+    """The DuckDB functions that sqlglot does not map to ClickHouse, rewritten."""
+    # Bottom up: a rewritten node is built from its already rewritten children.
+    for child in list(tree.iter_expressions()):
+        rewritten = _clickhouse_functions(child)
+        if rewritten is not child:
+            child.replace(rewritten)
+    return _clickhouse_function(tree)
+
+
+def _clickhouse_function(node: exp.Expression) -> exp.Expression:
+    if isinstance(node, exp.Anonymous):
         name = node.name.lower()
-        args = node.expressions
+        args = [a.copy() for a in node.expressions]
         if name == "attr" and len(args) == 2:
             kvs, key = args
-            node.replace(
-                exp.If(
-                    this=exp.func("mapContains", kvs.copy(), key.copy()),
-                    true=exp.Bracket(this=kvs.copy(), expressions=[key.copy()]),
-                    false=exp.Null(),
-                )
+            return exp.If(
+                this=exp.func("mapContains", kvs, key),
+                true=exp.Bracket(this=kvs.copy(), expressions=[key.copy()]),
+                false=exp.Null(),
             )
-        elif name == "hash":
-            node.replace(exp.func("cityHash64", *[a.copy() for a in args]))
-        elif name == "list_position":
-            node.replace(exp.func("indexOf", *[a.copy() for a in args]))
-    for q in list(tree.find_all(exp.PercentileCont)):
-        fraction = q.args.get("expression")
-        value = q.this
-        if fraction is None:  # within-group form: the value is in the ORDER BY
-            continue
-        q.replace(
-            exp.Anonymous(
-                this=f"quantileExactInclusive({fraction.sql(dialect='clickhouse')})",
-                expressions=[value.copy()],
-            )
+        if name == "hash":
+            return exp.func("cityHash64", *args)
+        if name == "list_position":
+            return exp.func("indexOf", *args)
+        return node
+    if isinstance(node, exp.SplitPart):
+        text, sep = node.this.copy(), node.args["delimiter"].copy()
+        n = node.args["part_index"].copy()
+        parts = exp.func("splitByString", sep, exp.func("assumeNotNull", text.copy()))
+        return exp.If(
+            this=exp.Is(this=text, expression=exp.Null()),
+            true=exp.Null(),
+            false=exp.Bracket(this=parts, expressions=[n]),
         )
-    for cast in list(tree.find_all(exp.TryCast)):
-        target = exp.DataType.build(cast.to.sql(dialect="duckdb"), dialect="duckdb")
+    if isinstance(node, exp.IgnoreNulls) and isinstance(node.this, exp.Anonymous):
+        return node.this.copy()  # any(): ClickHouse's any already skips NULLs
+    if isinstance(node, (exp.LogicalOr, exp.LogicalAnd, exp.AnyValue)):
+        name = {exp.LogicalOr: "max", exp.LogicalAnd: "min"}.get(type(node), "any")
+        return exp.Anonymous(this=name, expressions=[node.this.copy()])
+    if isinstance(node, exp.RegexpReplace):
+        flags = node.args.get("modifiers")
+        every = flags is not None and "g" in flags.name
+        return exp.func(
+            "replaceRegexpAll" if every else "replaceRegexpOne",
+            node.this.copy(),
+            node.expression.copy(),
+            node.args["replacement"].copy(),
+        )
+    if isinstance(node, exp.GroupConcat):
+        return _string_agg(node)
+    if isinstance(node, exp.PercentileCont) and node.args.get("expression") is not None:
+        fraction = node.args["expression"].sql(dialect="clickhouse")
+        return exp.Anonymous(
+            this=f"quantileExactInclusive({fraction})", expressions=[node.this.copy()]
+        )
+    if isinstance(node, exp.TryCast):
+        target = exp.DataType.build(node.to.sql(dialect="duckdb"), dialect="duckdb")
         ch_type = target.sql(dialect="clickhouse")
         if ch_type.startswith("Nullable("):
             ch_type = ch_type[len("Nullable(") : -1]
-        cast.replace(
-            exp.func("accurateCastOrNull", cast.this.copy(), exp.Literal.string(ch_type))
-        )
+        return exp.func("accurateCastOrNull", node.this.copy(), exp.Literal.string(ch_type))
+    return node
+
+
+def _expand_group_by_all(group: exp.Group) -> None:
+    """``GROUP BY ALL`` as DuckDB means it: by every selected expression that aggregates
+    nothing and is not a constant, written as positions (ClickHouse's own GROUP BY ALL,
+    and grouping by an expression, differ where an alias shadows a column)."""
+    select = group.parent
+    assert isinstance(select, exp.Select)
+    keys = []
+    for i, e in enumerate(select.expressions, start=1):
+        inner = e.this if isinstance(e, exp.Alias) else e
+        if inner.find(exp.AggFunc, exp.Window) is None and inner.find(exp.Column) is not None:
+            keys.append(exp.Literal.number(i))
+    group.set("all", None)
+    group.set("expressions", keys)
+
+
+def _order_by_aliases_as_positions(select: exp.Select) -> None:
+    """In ORDER BY, a name that is an alias of the select list means the alias (DuckDB);
+    ClickHouse with ``prefer_column_name_to_alias`` would take the column: use positions."""
+    order = select.args.get("order")
+    if order is None:
+        return
+    aliases = {e.alias: i for i, e in enumerate(select.expressions, start=1) if e.alias}
+    for ordered in order.expressions:
+        key = ordered.this
+        if isinstance(key, exp.Column) and not key.table and key.name in aliases:
+            key.replace(exp.Literal.number(aliases[key.name]))
+
+
+def _string_agg(gc: exp.GroupConcat) -> exp.Expression:
+    """``string_agg([DISTINCT] x, sep [ORDER BY x])`` in ClickHouse: NULL when no value."""
+    this = gc.this
+    order = None
+    if isinstance(this, exp.Order):
+        order = this
+        this = this.this
+    distinct = isinstance(this, exp.Distinct)
+    value = this.expressions[0] if distinct else this
+    if order is not None:
+        keys = [o.this for o in order.expressions]
+        if len(keys) != 1 or keys[0] != value or order.expressions[0].args.get("desc"):
+            raise NotImplementedError(f"string_agg ordered by another expression: {gc.sql()}")
+    separator = gc.args.get("separator") or exp.Literal.string(",")
+    gather = exp.func("groupUniqArray" if distinct else "groupArray", value.copy())
+    if order is not None or distinct:
+        gather = exp.func("arraySort", gather)
+    joined = exp.func("arrayStringConcat", gather, separator.copy())
+    empty = exp.EQ(this=exp.func("count", value.copy()), expression=exp.Literal.number(0))
+    return exp.If(this=empty, true=exp.Null(), false=joined)
 
 
 def _param_type(value: Any) -> str:
@@ -357,7 +436,12 @@ def translate(
             table.replace(sub)
         elif name in tables:
             table.set("this", exp.to_identifier(tables[name]))
-    _clickhouse_functions(tree)
+    for group in list(tree.find_all(exp.Group)):
+        if group.args.get("all"):
+            _expand_group_by_all(group)
+    for select in list(tree.find_all(exp.Select)):
+        _order_by_aliases_as_positions(select)
+    tree = _clickhouse_functions(tree)
     for join in tree.find_all(exp.Join):
         if join.args.get("kind", "").upper() == "SEMI" and not join.side:
             join.set("side", "LEFT")
@@ -523,7 +607,9 @@ def _normalise(table: pa.Table) -> pa.Table:
             column = column.cast(t.value_type)
             t = t.value_type
         if pa.types.is_unsigned_integer(t):
-            column = column.cast(pa.int64())
+            # Counts fit; 64-bit hashes (the span arrays' keys) wrap, as DuckDB's would not,
+            # but they are only compared for equality.
+            column = column.cast(pa.int64(), safe=False)
         elif pa.types.is_large_string(t):
             column = column.cast(pa.string())
         columns.append(column)
