@@ -234,7 +234,9 @@ def spans_sql(table: str) -> str:
     assert isinstance(tree, exp.Select)
     for node in list(tree.find_all(exp.Placeholder, exp.Parameter)):
         name = node.name
-        value = exp.Literal.string(f"clickhouse:{table}") if name == "source" else exp.Literal.number(0)
+        value = (
+            exp.Literal.string(f"clickhouse:{table}") if name == "source" else exp.Literal.number(0)
+        )
         node.replace(value)
     tree = _clickhouse_functions(tree)
     tree = tree.select("rowid")
@@ -431,7 +433,8 @@ def translate(
         if name == "spans":
             alias = table.alias or "spans"
             sub = exp.Subquery(
-                this=exp.Anonymous(this="__SPANS__"), alias=exp.TableAlias(this=exp.to_identifier(alias))
+                this=exp.Anonymous(this="__SPANS__"),
+                alias=exp.TableAlias(this=exp.to_identifier(alias)),
             )
             table.replace(sub)
         elif name in tables:
@@ -733,7 +736,7 @@ class ClickHouseWorkbook:
             examples = self.engine.arrow(
                 f"""
                 SELECT normalizedQueryHash(s) AS h, any(s) AS statement
-                FROM (SELECT {_lookup(enrich.SPAN_KEYS['_db_statement'])} AS s
+                FROM (SELECT {_lookup(enrich.SPAN_KEYS["_db_statement"])} AS s
                       FROM {self.table})
                 WHERE s IS NOT NULL
                 GROUP BY h ORDER BY h
@@ -897,9 +900,7 @@ def _retype(array: pa.Array, target: pa.DataType) -> pa.Array:
         return pa.ListArray.from_arrays(array.offsets, values, type=target, mask=array.is_null())
     if pa.types.is_struct(target):
         assert isinstance(array, pa.StructArray)
-        children = [
-            _retype(array.field(i), target.field(i).type) for i in range(target.num_fields)
-        ]
+        children = [_retype(array.field(i), target.field(i).type) for i in range(target.num_fields)]
         return pa.StructArray.from_arrays(children, fields=list(target))
     if pa.types.is_dictionary(array.type):
         array = array.cast(array.type.value_type)
@@ -921,9 +922,11 @@ def _render_ddl(database: str, table: str) -> str:
     middle = ddl.index("{{- else}}")
     end = ddl.index("{{- end}}")
     # ``{{-`` trims the whitespace before it, the line break included.
-    ddl = ddl[:start].rstrip() + ddl[middle + len("{{- else}}") : end].rstrip() + ddl[
-        end + len("{{- end}}") :
-    ]
+    ddl = (
+        ddl[:start].rstrip()
+        + ddl[middle + len("{{- else}}") : end].rstrip()
+        + ddl[end + len("{{- end}}") :]
+    )
     ident = _qualified(f"{database}.{table}")
     return (
         ddl.replace("{{ident .Database}}.{{ident .TableName}}", ident)
