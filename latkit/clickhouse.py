@@ -70,7 +70,9 @@ and traces pulled into DuckDB join PostgreSQL logs as before.
 Dialect settings sent with every query: ``join_use_nulls = 1`` (an unmatched LEFT JOIN
 row has NULLs, as in DuckDB, not default values), ``prefer_column_name_to_alias = 1`` (in
 ``SELECT any(span_id) AS span_id, argMin(span_id, t)`` the second ``span_id`` is the
-column, as in DuckDB, not the aggregate), ``output_format_arrow_string_as_string``
+column, as in DuckDB, not the aggregate), ``aggregate_functions_null_for_empty = 1``
+(``sum(x) FILTER (...)`` over no rows is NULL, not 0; counts stay 0),
+``output_format_arrow_string_as_string``
 and ``output_format_arrow_low_cardinality_as_dictionary = 0`` (strings come back as Arrow
 strings). Unsigned integers are returned as Int64, as DuckDB counts are.
 
@@ -171,6 +173,7 @@ LOG_TABLES = tuple(t for t in schema.DATA_TABLES if t != "spans")
 SETTINGS = {
     "join_use_nulls": 1,
     "prefer_column_name_to_alias": 1,
+    "aggregate_functions_null_for_empty": 1,
     "output_format_arrow_string_as_string": 1,
     "output_format_arrow_low_cardinality_as_dictionary": 0,
 }
@@ -280,7 +283,7 @@ def _clickhouse_function(node: exp.Expression) -> exp.Expression:
         return exp.If(
             this=exp.Is(this=text, expression=exp.Null()),
             true=exp.Null(),
-            false=exp.Bracket(this=parts, expressions=[n]),
+            false=exp.func("arrayElement", parts, n),  # 1-based, as split_part
         )
     if isinstance(node, exp.IgnoreNulls) and isinstance(node.this, exp.Anonymous):
         return node.this.copy()  # any(): ClickHouse's any already skips NULLs
@@ -296,6 +299,8 @@ def _clickhouse_function(node: exp.Expression) -> exp.Expression:
             node.expression.copy(),
             node.args["replacement"].copy(),
         )
+    if isinstance(node, exp.IntDiv):  # not a float division and a cast: exact for big ints
+        return exp.func("intDiv", node.this.copy(), node.expression.copy())
     if isinstance(node, exp.GroupConcat):
         return _string_agg(node)
     if isinstance(node, exp.PercentileCont) and node.args.get("expression") is not None:
@@ -319,9 +324,16 @@ def _expand_group_by_all(group: exp.Group) -> None:
     select = group.parent
     assert isinstance(select, exp.Select)
     keys = []
+    aggregates: set[str] = set()  # aliases of aggregates, which later items may reuse
     for i, e in enumerate(select.expressions, start=1):
         inner = e.this if isinstance(e, exp.Alias) else e
-        if inner.find(exp.AggFunc, exp.Window) is None and inner.find(exp.Column) is not None:
+        columns = list(inner.find_all(exp.Column))
+        aggregate = inner.find(exp.AggFunc, exp.Window) is not None or any(
+            not c.table and c.name in aggregates for c in columns
+        )
+        if aggregate:
+            aggregates.add(e.alias_or_name)
+        elif columns:
             keys.append(exp.Literal.number(i))
     group.set("all", None)
     group.set("expressions", keys)
@@ -609,7 +621,10 @@ def _normalise(table: pa.Table) -> pa.Table:
         if pa.types.is_dictionary(t):
             column = column.cast(t.value_type)
             t = t.value_type
-        if pa.types.is_unsigned_integer(t):
+        if pa.types.is_timestamp(t) and t.tz is not None:
+            # DuckDB's make_timestamp is a TIMESTAMP (UTC, no zone); Arrow keeps UTC inside.
+            column = column.cast(pa.timestamp(t.unit))
+        elif pa.types.is_unsigned_integer(t):
             # Counts fit; 64-bit hashes (the span arrays' keys) wrap, as DuckDB's would not,
             # but they are only compared for equality.
             column = column.cast(pa.int64(), safe=False)
