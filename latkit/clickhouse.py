@@ -301,6 +301,33 @@ def _clickhouse_function(node: exp.Expression) -> exp.Expression:
         )
     if isinstance(node, exp.IntDiv):  # not a float division and a cast: exact for big ints
         return exp.func("intDiv", node.this.copy(), node.expression.copy())
+    if isinstance(node, exp.Explode) and isinstance(node.this, exp.Column):
+        if node.this.name in ("attributes", "resource_attributes"):
+            # The canonical key/value list is a Map here: unnest it as (key, value) tuples.
+            pairs = sqlglot.parse_one(
+                "arrayJoin(arrayMap((k, v) -> CAST((k, v), 'Tuple(key String, value String)'),"
+                " mapKeys(__kvs__), mapValues(__kvs__)))",
+                read="clickhouse",
+            )
+            for column in list(pairs.find_all(exp.Column)):
+                if column.name == "__kvs__":
+                    column.replace(node.this.copy())
+            return pairs
+    if isinstance(node, exp.ArrayAppend):
+        return exp.func("arrayPushBack", node.this.copy(), node.expression.copy())
+    if isinstance(node, exp.DateBin) and isinstance(node.this, exp.Anonymous):
+        if node.this.name == "latkit_interval_us":
+            width = node.this.expressions[0]
+            origin = exp.Literal.number(_BUCKET_ORIGIN_US)
+            us = exp.func("toUnixTimestamp64Micro", node.expression.copy())
+            start = exp.Add(
+                this=exp.Mul(
+                    this=exp.func("intDiv", exp.Sub(this=us, expression=origin), width.copy()),
+                    expression=width.copy(),
+                ),
+                expression=origin.copy(),
+            )
+            return exp.func("fromUnixTimestamp64Micro", start)
     if isinstance(node, exp.GroupConcat):
         return _string_agg(node)
     if isinstance(node, exp.PercentileCont) and node.args.get("expression") is not None:
@@ -456,31 +483,63 @@ def translate(
             _expand_group_by_all(group)
     for select in list(tree.find_all(exp.Select)):
         _order_by_aliases_as_positions(select)
+    out = _bind(tree, params)
     tree = _clickhouse_functions(tree)
     for join in tree.find_all(exp.Join):
         if join.args.get("kind", "").upper() == "SEMI" and not join.side:
             join.set("side", "LEFT")
+    sql = tree.sql(dialect="clickhouse")
+    sql = _unwrap_markers(sql, spans)
+    return Translation(sql, out)
+
+
+def _bind(tree: exp.Expression, params: Any) -> dict[str, str]:
+    """Replace each ``$name`` / ``?`` with a ClickHouse query parameter marker; the values.
+
+    ``CAST($p AS INTERVAL)`` becomes a number of microseconds (DuckDB reads the interval),
+    which ``time_bucket`` below turns into arithmetic.
+    """
     out: dict[str, str] = {}
     positional = iter(params) if isinstance(params, (list, tuple)) else None
     counter = itertools.count()
-    for node in list(tree.find_all(exp.Placeholder, exp.Parameter)):
+    for node in list(tree.find_all(exp.Placeholder, exp.Parameter, bfs=False)):
         if positional is not None:
             if node.name and not node.name.isdigit():
                 raise ValueError(f"named parameter ${node.name} with positional params")
-            value = (
-                params[int(node.name) - 1] if node.name else next(positional)  # type: ignore[index]
-            )
+            value = params[int(node.name) - 1] if node.name else next(positional)
             key = f"p{next(counter)}"
         else:
             if not isinstance(params, Mapping) or node.name not in params:
                 raise ValueError(f"no value given for parameter ${node.name}")
             value = params[node.name]
             key = f"p_{node.name}"
-        node.replace(exp.Anonymous(this=f"__PARAM__{key}:{_param_type(value)}"))
+        parent = node.parent
+        if isinstance(parent, exp.Cast) and parent.to.is_type(exp.DataType.Type.INTERVAL):
+            value = _interval_us(value)
+            marker = exp.Anonymous(this=f"__PARAM__{key}:{_param_type(value)}")
+            parent.replace(exp.Anonymous(this="latkit_interval_us", expressions=[marker]))
+        else:
+            node.replace(exp.Anonymous(this=f"__PARAM__{key}:{_param_type(value)}"))
         out[key] = _escaped(value)
-    sql = tree.sql(dialect="clickhouse")
-    sql = _unwrap_markers(sql, spans)
-    return Translation(sql, out)
+    return out
+
+
+def _interval_us(text: Any) -> int:
+    """Microseconds in an interval as DuckDB reads it (``'10s'``, ``'1 minute'``)."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        us = con.execute("SELECT epoch_us(CAST(? AS INTERVAL))", [text]).fetchall()[0][0]
+    finally:
+        con.close()
+    if not us or us <= 0:
+        raise ValueError(f"{text!r}: not a positive interval")
+    return int(us)
+
+
+#: DuckDB's time_bucket origin for intervals without months: Monday 2000-01-03, in µs.
+_BUCKET_ORIGIN_US = 946_857_600_000_000
 
 
 def _unwrap_markers(sql: str, spans: str) -> str:
