@@ -91,7 +91,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 import pyarrow as pa
 import sqlglot
@@ -241,16 +240,16 @@ def spans_sql(table: str) -> str:
             exp.Literal.string(f"clickhouse:{table}") if name == "source" else exp.Literal.number(0)
         )
         node.replace(value)
-    tree = _clickhouse_functions(tree)
-    tree = tree.select("rowid")
-    select = tree.sql(dialect="clickhouse")
-    return select.replace("FROM _staged", f"FROM ({_staged(table)}) AS _staged")
+    select = _clickhouse_functions(tree)
+    assert isinstance(select, exp.Select)
+    sql = select.select("rowid").sql(dialect="clickhouse")
+    return sql.replace("FROM _staged", f"FROM ({_staged(table)}) AS _staged")
 
 
 # -- translating DuckDB SQL ------------------------------------------------------------------
 
 
-def _clickhouse_functions(tree: exp.Expression) -> exp.Expression:
+def _clickhouse_functions(tree: exp.Expr) -> exp.Expr:
     """The DuckDB functions that sqlglot does not map to ClickHouse, rewritten."""
     # Bottom up: a rewritten node is built from its already rewritten children.
     for child in list(tree.iter_expressions()):
@@ -260,7 +259,7 @@ def _clickhouse_functions(tree: exp.Expression) -> exp.Expression:
     return _clickhouse_function(tree)
 
 
-def _clickhouse_function(node: exp.Expression) -> exp.Expression:
+def _clickhouse_function(node: exp.Expr) -> exp.Expr:
     if isinstance(node, exp.Anonymous):
         name = node.name.lower()
         args = [a.copy() for a in node.expressions]
@@ -301,33 +300,39 @@ def _clickhouse_function(node: exp.Expression) -> exp.Expression:
         )
     if isinstance(node, exp.IntDiv):  # not a float division and a cast: exact for big ints
         return exp.func("intDiv", node.this.copy(), node.expression.copy())
-    if isinstance(node, exp.Explode) and isinstance(node.this, exp.Column):
-        if node.this.name in ("attributes", "resource_attributes"):
-            # The canonical key/value list is a Map here: unnest it as (key, value) tuples.
-            pairs = sqlglot.parse_one(
-                "arrayJoin(arrayMap((k, v) -> CAST((k, v), 'Tuple(key String, value String)'),"
-                " mapKeys(__kvs__), mapValues(__kvs__)))",
-                read="clickhouse",
-            )
-            for column in list(pairs.find_all(exp.Column)):
-                if column.name == "__kvs__":
-                    column.replace(node.this.copy())
-            return pairs
+    if (
+        isinstance(node, exp.Explode)
+        and isinstance(node.this, exp.Column)
+        and node.this.name in ("attributes", "resource_attributes")
+    ):
+        # The canonical key/value list is a Map here: unnest it as (key, value) tuples.
+        pairs = sqlglot.parse_one(
+            "arrayJoin(arrayMap((k, v) -> CAST((k, v), 'Tuple(key String, value String)'),"
+            " mapKeys(__kvs__), mapValues(__kvs__)))",
+            read="clickhouse",
+        )
+        for column in list(pairs.find_all(exp.Column)):
+            if column.name == "__kvs__":
+                column.replace(node.this.copy())
+        return pairs
     if isinstance(node, exp.ArrayAppend):
         return exp.func("arrayPushBack", node.this.copy(), node.expression.copy())
-    if isinstance(node, exp.DateBin) and isinstance(node.this, exp.Anonymous):
-        if node.this.name == "latkit_interval_us":
-            width = node.this.expressions[0]
-            origin = exp.Literal.number(_BUCKET_ORIGIN_US)
-            us = exp.func("toUnixTimestamp64Micro", node.expression.copy())
-            start = exp.Add(
-                this=exp.Mul(
-                    this=exp.func("intDiv", exp.Sub(this=us, expression=origin), width.copy()),
-                    expression=width.copy(),
-                ),
-                expression=origin.copy(),
-            )
-            return exp.func("fromUnixTimestamp64Micro", start)
+    if (
+        isinstance(node, exp.DateBin)
+        and isinstance(node.this, exp.Anonymous)
+        and node.this.name == "latkit_interval_us"
+    ):
+        width = node.this.expressions[0]
+        origin = exp.Literal.number(_BUCKET_ORIGIN_US)
+        us = exp.func("toUnixTimestamp64Micro", node.expression.copy())
+        start = exp.Add(
+            this=exp.Mul(
+                this=exp.func("intDiv", exp.Sub(this=us, expression=origin), width.copy()),
+                expression=width.copy(),
+            ),
+            expression=origin.copy(),
+        )
+        return exp.func("fromUnixTimestamp64Micro", start)
     if isinstance(node, exp.GroupConcat):
         return _string_agg(node)
     if isinstance(node, exp.PercentileCont) and node.args.get("expression") is not None:
@@ -379,7 +384,7 @@ def _order_by_aliases_as_positions(select: exp.Select) -> None:
             key.replace(exp.Literal.number(aliases[key.name]))
 
 
-def _string_agg(gc: exp.GroupConcat) -> exp.Expression:
+def _string_agg(gc: exp.GroupConcat) -> exp.Expr:
     """``string_agg([DISTINCT] x, sep [ORDER BY x])`` in ClickHouse: NULL when no value."""
     this = gc.this
     order = None
@@ -493,7 +498,7 @@ def translate(
     return Translation(sql, out)
 
 
-def _bind(tree: exp.Expression, params: Any) -> dict[str, str]:
+def _bind(tree: exp.Expr, params: Any) -> dict[str, str]:
     """Replace each ``$name`` / ``?`` with a ClickHouse query parameter marker; the values.
 
     ``CAST($p AS INTERVAL)`` becomes a number of microseconds (DuckDB reads the interval),
@@ -504,9 +509,10 @@ def _bind(tree: exp.Expression, params: Any) -> dict[str, str]:
     counter = itertools.count()
     for node in list(tree.find_all(exp.Placeholder, exp.Parameter, bfs=False)):
         if positional is not None:
-            if node.name and not node.name.isdigit():
-                raise ValueError(f"named parameter ${node.name} with positional params")
-            value = params[int(node.name) - 1] if node.name else next(positional)
+            name = "" if node.name == "?" else node.name
+            if name and not name.isdigit():
+                raise ValueError(f"named parameter ${name} with positional params")
+            value = params[int(name) - 1] if name else next(positional)
             key = f"p{next(counter)}"
         else:
             if not isinstance(params, Mapping) or node.name not in params:
@@ -598,7 +604,6 @@ class _Chdb(_Engine):
 
     def __init__(self, session: Any):
         self.session = session
-        self._tmp = tempfile.TemporaryDirectory(prefix="latkit-chdb-")
 
     def arrow(self, sql: str, params: Mapping[str, str]) -> pa.Table:
         table = self.session.query(sql + _settings_clause(), "ArrowTable", params=dict(params))
@@ -608,18 +613,19 @@ class _Chdb(_Engine):
         self.session.query(sql, "Null", params=dict(params or {}))
 
     def insert_arrow(self, table: str, data: pa.Table) -> None:
-        path = Path(self._tmp.name) / f"{table}.arrow"
-        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, data.schema) as writer:
-            writer.write_table(data)
-        self.session.query(
-            f"INSERT INTO {table} SELECT * FROM file({{path:String}}, 'Arrow')",
-            "Null",
-            params={"path": _escaped(str(path))},
-        )
-        path.unlink()
+        # An Arrow IPC file that the embedded server reads: no copy through Python objects.
+        with tempfile.TemporaryDirectory(prefix="latkit-chdb-") as folder:
+            path = Path(folder) / "rows.arrow"
+            with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, data.schema) as w:
+                w.write_table(data)
+            self.session.query(
+                f"INSERT INTO {table} SELECT * FROM file({{path:String}}, 'Arrow')",
+                "Null",
+                params={"path": _escaped(str(path))},
+            )
 
     def close(self) -> None:
-        self._tmp.cleanup()
+        self.session.close()
 
 
 class _Connect(_Engine):
@@ -824,6 +830,25 @@ class ClickHouseWorkbook:
                 [str(t) for t in templates.to_pylist()],
             )
         return self._fp
+
+    def span_array_shards(self, spans_per_shard: int = 4_000_000) -> Iterator[Any]:
+        """``tree.SpanArrays`` of all spans, one shard of whole traces at a time.
+
+        Traces are split by a hash of their id into shards of about ``spans_per_shard``
+        spans, so the client's memory is bounded by one shard (about 40 bytes a span out of
+        ClickHouse, a few times that in the kernels) whatever the table's size. Each shard
+        is one query; ClickHouse filters it while scanning.
+        """
+        from latkit.analysis import tree
+
+        total = self.counts()["spans"]
+        shards = max(1, -(-total // spans_per_shard))
+        for k in range(shards):
+            yield tree.load(
+                self.con,
+                "hash(trace_id) % $_shards = $_shard",
+                {"_shards": shards, "_shard": k},
+            )
 
     def _upload(self, data: pa.Table) -> str:
         """A temporary table in the session holding ``data``; its name."""
@@ -1103,7 +1128,7 @@ def to_otel_traces(
     staging = "_latkit_export"
     engine.command(f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} ({_EXPORT_COLUMNS})")
     try:
-        reader = wb.con.cursor().sql(_EXPORT_SQL).fetch_record_batch(batch_rows)
+        reader = wb.con.cursor().sql(_EXPORT_SQL).to_arrow_reader(batch_rows)
         for batch in reader:
             engine.command(f"TRUNCATE TABLE {staging}")
             engine.insert_arrow(staging, pa.Table.from_batches([batch]))
@@ -1125,43 +1150,3 @@ def open_clickhouse(url_or_client: Any, table: str = "otel_traces") -> ClickHous
     >>> nplusone.detect(wb).head()                             # doctest: +SKIP
     """
     return ClickHouseWorkbook(_engine(url_or_client), table)
-
-
-# -- span arrays for the budget kernels, in shards ----------------------------------------
-
-
-def span_arrays_shards(wb: ClickHouseWorkbook, shards: int) -> Iterator[Any]:
-    """``tree.SpanArrays`` of the spans, one shard of traces (by trace hash) at a time.
-
-    Each shard holds whole traces, so the kernels give the same answer per request as over
-    all spans at once, with a client's memory bounded by one shard.
-    """
-    from latkit.analysis import tree
-
-    for k in range(shards):
-        yield tree.load(
-            wb.con,
-            "hash(trace_id) % $_shards = $_shard",
-            {"_shards": shards, "_shard": k},
-        )
-
-
-def budget_totals(wb: ClickHouseWorkbook, shards: int = 8) -> pl.DataFrame:
-    """Per request (server span), its time by budget category, computed shard by shard.
-
-    Columns: ``span_row`` (the span's ``rowid``) and ``<category>_ms`` for each of
-    ``tree.BUDGET``. What ``budget._per_request`` computes in one piece, in bounded memory.
-    """
-    from latkit.analysis import tree
-
-    parts = []
-    for spans in span_arrays_shards(wb, shards):
-        entries = np.flatnonzero(spans.is_server)
-        totals = tree.budget_totals(spans, entries)
-        parts.append(
-            pl.DataFrame(
-                {"span_row": spans.span_row[entries]}
-                | {f"{n}_ms": totals[:, i] / 1e6 for i, n in enumerate(tree.BUDGET)}
-            )
-        )
-    return pl.concat(parts) if parts else pl.DataFrame()
