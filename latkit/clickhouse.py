@@ -423,6 +423,11 @@ def _param_type(value: Any) -> str:
     raise TypeError(f"unsupported parameter type {type(value).__name__}: {value!r}")
 
 
+def _texts(params: Mapping[str, Any]) -> dict[str, str]:
+    """Parameter values in ClickHouse's text format, for chdb (which sends them as given)."""
+    return {k: _escaped(v) for k, v in params.items()}
+
+
 def _escaped(value: Any, quoted: bool = False) -> str:
     """A parameter value in ClickHouse's text format (the server parses it; never pasted)."""
     if value is None:
@@ -441,10 +446,10 @@ def _escaped(value: Any, quoted: bool = False) -> str:
 
 @dataclass
 class Translation:
-    """A DuckDB query translated to ClickHouse: the SQL and its parameters, as text."""
+    """A DuckDB query translated to ClickHouse: the SQL and its parameters' values."""
 
     sql: str
-    params: dict[str, str]
+    params: dict[str, Any]
 
 
 def translate(
@@ -498,13 +503,13 @@ def translate(
     return Translation(sql, out)
 
 
-def _bind(tree: exp.Expr, params: Any) -> dict[str, str]:
+def _bind(tree: exp.Expr, params: Any) -> dict[str, Any]:
     """Replace each ``$name`` / ``?`` with a ClickHouse query parameter marker; the values.
 
     ``CAST($p AS INTERVAL)`` becomes a number of microseconds (DuckDB reads the interval),
     which ``time_bucket`` below turns into arithmetic.
     """
-    out: dict[str, str] = {}
+    out: dict[str, Any] = {}
     positional = iter(params) if isinstance(params, (list, tuple)) else None
     counter = itertools.count()
     for node in list(tree.find_all(exp.Placeholder, exp.Parameter, bfs=False)):
@@ -526,7 +531,7 @@ def _bind(tree: exp.Expr, params: Any) -> dict[str, str]:
             parent.replace(exp.Anonymous(this="latkit_interval_us", expressions=[marker]))
         else:
             node.replace(exp.Anonymous(this=f"__PARAM__{key}:{_param_type(value)}"))
-        out[key] = _escaped(value)
+        out[key] = value
     return out
 
 
@@ -582,10 +587,10 @@ def _unwrap_markers(sql: str, spans: str) -> str:
 class _Engine:
     """What the workbook needs of a ClickHouse client: Arrow out, Arrow in, commands."""
 
-    def arrow(self, sql: str, params: Mapping[str, str]) -> pa.Table:
+    def arrow(self, sql: str, params: Mapping[str, Any]) -> pa.Table:
         raise NotImplementedError
 
-    def command(self, sql: str, params: Mapping[str, str] | None = None) -> None:
+    def command(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         raise NotImplementedError
 
     def insert_arrow(self, table: str, data: pa.Table) -> None:
@@ -605,12 +610,12 @@ class _Chdb(_Engine):
     def __init__(self, session: Any):
         self.session = session
 
-    def arrow(self, sql: str, params: Mapping[str, str]) -> pa.Table:
-        table = self.session.query(sql + _settings_clause(), "ArrowTable", params=dict(params))
+    def arrow(self, sql: str, params: Mapping[str, Any]) -> pa.Table:
+        table = self.session.query(sql + _settings_clause(), "ArrowTable", params=_texts(params))
         return table if isinstance(table, pa.Table) else pa.table({})
 
-    def command(self, sql: str, params: Mapping[str, str] | None = None) -> None:
-        self.session.query(sql, "Null", params=dict(params or {}))
+    def command(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        self.session.query(sql, "Null", params=_texts(params or {}))
 
     def insert_arrow(self, table: str, data: pa.Table) -> None:
         # An Arrow IPC file that the embedded server reads: no copy through Python objects.
@@ -621,7 +626,7 @@ class _Chdb(_Engine):
             self.session.query(
                 f"INSERT INTO {table} SELECT * FROM file({{path:String}}, 'Arrow')",
                 "Null",
-                params={"path": _escaped(str(path))},
+                params=_texts({"path": str(path)}),
             )
 
     def close(self) -> None:
@@ -634,14 +639,14 @@ class _Connect(_Engine):
     def __init__(self, client: Any):
         self.client = client
 
-    def arrow(self, sql: str, params: Mapping[str, str]) -> pa.Table:
-        # Values are already in ClickHouse's text format; clickhouse-connect sends
-        # ``param_<name>`` as given when it is a string.
+    def arrow(self, sql: str, params: Mapping[str, Any]) -> pa.Table:
+        # clickhouse-connect sends ``{name:Type}`` values as ``param_<name>``, formatted
+        # by itself.
         return self.client.query_arrow(
             sql, parameters=dict(params), settings=dict(SETTINGS), use_strings=True
         )
 
-    def command(self, sql: str, params: Mapping[str, str] | None = None) -> None:
+    def command(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         self.client.command(sql, parameters=dict(params or {}))
 
     def insert_arrow(self, table: str, data: pa.Table) -> None:
@@ -756,11 +761,11 @@ class _Fingerprints:
     fingerprints: list[str] = field(default_factory=list)
     templates: list[str] = field(default_factory=list)
 
-    def params(self) -> dict[str, str]:
+    def params(self) -> dict[str, Any]:
         return {
-            "_fp_hashes": _escaped(self.hashes),
-            "_fp_fingerprints": _escaped(self.fingerprints),
-            "_fp_templates": _escaped(self.templates),
+            "_fp_hashes": self.hashes,
+            "_fp_fingerprints": self.fingerprints,
+            "_fp_templates": self.templates,
         }
 
 
@@ -889,7 +894,7 @@ class ClickHouseWorkbook:
         ids = self.sql(pick, {**(params or {}), "_seed": seed, "_traces": traces})["trace_id"]
         target = into if into is not None else workbook.open()
         staged = self.engine.arrow(
-            _STAGING_SQL.format(table=self.table), {"ids": _escaped(ids.to_list())}
+            _STAGING_SQL.format(table=self.table), {"ids": ids.to_list()}
         )
         _load_staged(target, staged, source=f"clickhouse:{self.table}")
         return target
