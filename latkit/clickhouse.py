@@ -21,10 +21,12 @@ or ``wb.con.cursor().sql()``. A ClickHouse workbook offers the same two entry po
 *translates* each query, rather than each analysis having a second, hand-written
 ClickHouse version (which would drift) or moving to Ibis (a rewrite of every analysis, and
 a heavy dependency, for two engines we can already name). The translation is sqlglot
-(``read="duckdb", write="clickhouse"``) plus the handful of rewrites in ``_rewrite``:
+(``read="duckdb", write="clickhouse"``) plus the handful of rewrites in ``translate`` and
+``_clickhouse_function``, each for a construct sqlglot leaves DuckDB-only or where the two
+engines' semantics differ:
 
 - every reference to the table ``spans`` becomes a subquery over ``otel_traces``
-  (``SPANS_SQL``): the canonical columns, with ``category``, ``route``, ``db_system`` and
+  (``spans_sql``): the canonical columns, with ``category``, ``route``, ``db_system`` and
   the rest computed by ``latkit.enrich.SPANS_SELECT`` itself, transpiled, over the
   exporter's columns with the attribute keys of ``latkit.enrich.SPAN_KEYS``: one
   definition of the enrichment for both engines. A subquery rather than a VIEW, so a
@@ -32,9 +34,15 @@ a heavy dependency, for two engines we can already name). The translation is sql
 - ``quantile_cont`` becomes ``quantileExactInclusive``: both interpolate linearly between
   ranks (numpy's default, R7), and give the same floats on the test data.
 - ``hash(...)`` becomes ``cityHash64(...)``, ``list_position`` ``indexOf``, the ``attr()``
-  macro a map lookup, ``try_cast`` ``accurateCastOrNull``, and ``rowid`` (which the span
-  arrays and the budget join on) a column of the subquery: 63 bits of
-  ``cityHash64(TraceId, SpanId, SpanKind)``.
+  macro a map lookup, ``try_cast`` ``accurateCastOrNull``, ``//`` ``intDiv`` (exact on
+  nanoseconds), ``any_value`` ``any``, ``bool_or`` ``max``, ``split_part`` an array element,
+  ``string_agg(DISTINCT x ORDER BY x)`` a sorted ``groupUniqArray``, ``regexp_replace``
+  with ``'g'`` ``replaceRegexpAll``, ``time_bucket`` arithmetic from DuckDB's origin, an
+  ``unnest`` of the attributes an ``arrayJoin`` of (key, value) tuples, and ``rowid``
+  (which the span arrays and the budget join on) a column of the subquery: 63 bits of
+  ``cityHash64(TraceId, SpanId, SpanKind)``, the identity DuckDB deduplicates spans by.
+- ``GROUP BY ALL`` becomes positions (DuckDB's meaning; ClickHouse's differs where an alias
+  shadows a column), and an ORDER BY name that is a select alias becomes its position.
 - Parameters (``$name`` and ``?``) become ClickHouse query parameters (``{p_name:Type}``),
   sent apart from the query text and parsed by the server: no user value is ever pasted
   into SQL.
@@ -54,8 +62,21 @@ the critical path partition each request's time with latkit's numba kernels
 start, end, category code and a flag per span, about 40 bytes a span) are computed in
 ClickHouse and streamed to the client, where the kernels run; the per-request totals go back
 into a temporary table and the rest of the budget (the join with the requests, the
-percentiles) runs in ClickHouse again. ``span_arrays_shards`` streams those arrays in
-trace-hash shards, so a client's memory stays bounded for any table size.
+percentiles) runs in ClickHouse again. ``ClickHouseWorkbook.span_array_shards`` streams
+those arrays in shards of whole traces (by a hash of the trace id, ``spans_per_shard`` each),
+so a client's memory stays bounded whatever the table's size; each shard is one scan of the
+table's needed columns, which is what limits the budget on very large tables (see
+docs/clickhouse.md for an estimate at a billion spans).
+
+Writing (``to_otel_traces``) reads the DuckDB spans in Arrow batches, sends each into a
+temporary staging table (chdb reads an Arrow IPC file, clickhouse-connect sends Arrow over
+HTTP) and converts it with one ``INSERT ... SELECT`` into the exporter's columns, SpanKind
+and StatusCode spelled as the exporter writes them (``SPAN_KIND_SERVER``,
+``STATUS_CODE_ERROR``). ``ClickHouseWorkbook.sample`` goes back: whole traces, read into
+latkit's staging shape and enriched by ``latkit.enrich`` exactly as a loaded file is.
+
+Tested against chdb (embedded ClickHouse 26.9). The clickhouse-connect path (a ClickHouse
+server over HTTP) uses the same SQL but has not been run against a server here.
 
 Fingerprints
 ------------
@@ -781,6 +802,8 @@ class ClickHouseWorkbook:
         self._spans = spans_sql(self.table)
         self._uploads = itertools.count()
         self._fp: _Fingerprints | None = None
+        #: Spans per shard of span arrays for the budget kernels (``span_array_shards``).
+        self.spans_per_shard = 4_000_000
 
     def __repr__(self) -> str:
         return f"<latkit.ClickHouseWorkbook {self.table}: spans {self.counts()['spans']:,}>"
@@ -836,7 +859,7 @@ class ClickHouseWorkbook:
             )
         return self._fp
 
-    def span_array_shards(self, spans_per_shard: int = 4_000_000) -> Iterator[Any]:
+    def span_array_shards(self, spans_per_shard: int | None = None) -> Iterator[Any]:
         """``tree.SpanArrays`` of all spans, one shard of whole traces at a time.
 
         Traces are split by a hash of their id into shards of about ``spans_per_shard``
@@ -847,7 +870,7 @@ class ClickHouseWorkbook:
         from latkit.analysis import tree
 
         total = self.counts()["spans"]
-        shards = max(1, -(-total // spans_per_shard))
+        shards = max(1, -(-total // (spans_per_shard or self.spans_per_shard)))
         for k in range(shards):
             yield tree.load(
                 self.con,
@@ -1121,7 +1144,10 @@ def to_otel_traces(
     by default a fresh in-memory chdb session. The table is created with the exporter's DDL
     if missing. Returns the ClickHouse-backed workbook over it.
 
-    >>> ch = to_otel_traces(latkit.open().load("sample_data/traces") and wb)  # doctest: +SKIP
+    >>> wb = latkit.open(); _ = wb.load("sample_data/traces")
+    >>> ch = to_otel_traces(wb)                    # doctest: +SKIP
+    >>> nplusone.detect(ch).equals(nplusone.detect(wb))  # doctest: +SKIP
+    True
     """
     if client is None:
         from chdb import session
