@@ -107,6 +107,7 @@ from __future__ import annotations
 import itertools
 import tempfile
 import time
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,9 +131,11 @@ __all__ = [
 
 #: The OpenTelemetry Collector ClickHouse exporter's traces table, verbatim:
 #: opentelemetry-collector-contrib, exporter/clickhouseexporter/internal/sqltemplates/
-#: traces_table.sql at commit 2bf6b9e1f8c8716ab54eaac1635e56b4d0649900 (the template of the
-#: v0.13x releases). ``create_otel_traces`` fills the Go template's fields the way the exporter
-#: does by default (MergeTree, no cluster, no TTL, bloom-filter indexes).
+#: traces_table.sql at commit 2bf6b9e1f8c8716ab54eaac1635e56b4d0649900, the newest version
+#: of that file found (earlier ones lack the ``*AttributeItems`` columns and the text-index
+#: branch; the columns the analyses read are the same in all). ``create_otel_traces`` fills
+#: the Go template's fields as the exporter does by default (MergeTree, no cluster, no TTL,
+#: bloom-filter indexes).
 OTEL_TRACES_DDL = """\
 CREATE TABLE IF NOT EXISTS {{ident .Database}}.{{ident .TableName}} {{.ClusterString}} (
     Timestamp DateTime64(9) CODEC(Delta(8), ZSTD(1)),
@@ -235,7 +238,7 @@ def _staged(table: str) -> str:
             nullIf(ScopeName, '') AS scope,
             SpanAttributes AS attributes,
             ResourceAttributes AS resource_attributes,
-            `Events.Name` AS events,
+            `Events.Name` AS events,  -- no analysis reads events or links
             `Links.SpanId` AS links,
             {promoted},
             transform(normalizedQueryHash(_db_statement), {{_fp_hashes:Array(UInt64)}},
@@ -749,9 +752,11 @@ class _Cursor:
         self.tables: dict[str, str] = {}
 
     def register(self, name: str, data: Any) -> _Cursor:
+        """Upload ``data`` (Arrow or polars) into a temporary table that ``name`` stands
+        for in this cursor's queries; dropped once the cursor is gone."""
         if isinstance(data, pl.DataFrame):
             data = data.to_arrow()
-        self.tables[name] = self.wb._upload(data)
+        self.tables[name] = self.wb._upload(data, self)
         return self
 
     def unregister(self, name: str) -> _Cursor:
@@ -801,6 +806,7 @@ class ClickHouseWorkbook:
         self.con = _Cursor(self)
         self._spans = spans_sql(self.table)
         self._uploads = itertools.count()
+        self._uploaded: list[tuple[weakref.ref[_Cursor], str]] = []
         self._fp: _Fingerprints | None = None
         #: Spans per shard of span arrays for the budget kernels (``span_array_shards``).
         self.spans_per_shard = 4_000_000
@@ -840,7 +846,6 @@ class ClickHouseWorkbook:
 
     def _fingerprints(self) -> _Fingerprints:
         if self._fp is None:
-            self._fp = _Fingerprints()  # the queries below read spans without fingerprints
             examples = self.engine.arrow(
                 f"""
                 SELECT normalizedQueryHash(s) AS h, any(s) AS statement
@@ -878,9 +883,18 @@ class ClickHouseWorkbook:
                 {"_shards": shards, "_shard": k},
             )
 
-    def _upload(self, data: pa.Table) -> str:
-        """A temporary table in the session holding ``data``; its name."""
+    def _upload(self, data: pa.Table, owner: _Cursor) -> str:
+        """A temporary table in the session holding ``data``; its name. Tables of cursors
+        that no longer exist (an analysis registers a frame, queries it, and is done) are
+        dropped first, so a session does not accumulate them."""
+        alive = []
+        for ref, old in self._uploaded:
+            if ref() is None:
+                self.engine.command(f"DROP TEMPORARY TABLE IF EXISTS {old}")
+            else:
+                alive.append((ref, old))
         name = f"_latkit_upload_{next(self._uploads)}"
+        self._uploaded = [*alive, (weakref.ref(owner), name)]
         columns = ", ".join(f"`{f.name}` {_ch_type(f.type)}" for f in data.schema)
         self.engine.command(f"CREATE TEMPORARY TABLE {name} ({columns})")
         self.engine.insert_arrow(name, data)
@@ -916,9 +930,7 @@ class ClickHouseWorkbook:
         """
         ids = self.sql(pick, {**(params or {}), "_seed": seed, "_traces": traces})["trace_id"]
         target = into if into is not None else workbook.open()
-        staged = self.engine.arrow(
-            _STAGING_SQL.format(table=self.table), {"ids": ids.to_list()}
-        )
+        staged = self.engine.arrow(_STAGING_SQL.format(table=self.table), {"ids": ids.to_list()})
         _load_staged(target, staged, source=f"clickhouse:{self.table}")
         return target
 
@@ -1072,9 +1084,7 @@ _EXPORT_SQL = """
         coalesce(trace_state, '') AS trace_state,
         name,
         'SPAN_KIND_' || upper(kind) AS kind,
-        CASE WHEN service = 'unknown_service' AND NOT EXISTS (
-                SELECT 1 FROM unnest(resource_attributes) AS r(kv)
-                WHERE kv.key = 'service.name') THEN '' ELSE service END AS service,
+        service,
         list_transform(resource_attributes, lambda kv: kv.key) AS resource_keys,
         list_transform(resource_attributes, lambda kv: coalesce(kv.value, '')) AS resource_values,
         coalesce(scope, '') AS scope,

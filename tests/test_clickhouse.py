@@ -263,3 +263,19 @@ def test_clickhouse_libraries_are_imported_only_when_called() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_frames_uploaded_for_an_analysis_do_not_accumulate(
+    ch: clickhouse.ClickHouseWorkbook,
+) -> None:
+    def temporary_tables() -> int:
+        rows = ch.engine.arrow(
+            "SELECT count() AS n FROM system.tables WHERE is_temporary "
+            "AND name LIKE '\\\\_latkit\\\\_upload\\\\_%'",
+            {},
+        )
+        return int(rows["n"][0].as_py())
+
+    for _ in range(3):
+        budget.breakdown(ch)
+    assert temporary_tables() == 1  # the last one, dropped at the next upload
