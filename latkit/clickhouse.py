@@ -110,6 +110,7 @@ import time
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,7 @@ __all__ = [
     "OTEL_TRACES_DDL",
     "ClickHouseWorkbook",
     "NotInClickHouse",
+    "Window",
     "create_otel_traces",
     "open_clickhouse",
     "to_otel_traces",
@@ -215,7 +217,7 @@ def _lookup(keys: Sequence[str]) -> str:
     return f"multiIf({branches}, NULL)"
 
 
-def _staged(table: str) -> str:
+def _staged(table: str, where: str = "") -> str:
     """otel_traces in the shape ``enrich.SPANS_SELECT`` reads (``_staged``), in ClickHouse.
 
     SpanKind and StatusCode are read both as the exporter writes them (``SPAN_KIND_SERVER``,
@@ -247,14 +249,16 @@ def _staged(table: str) -> str:
                       {{_fp_templates:Array(String)}}, NULL) AS _query_template,
             bitShiftRight(cityHash64(TraceId, SpanId, SpanKind), 1) AS rowid
         FROM {table}
+        {"WHERE " + where if where else ""}
     """
 
 
-def spans_sql(table: str) -> str:
+def spans_sql(table: str, where: str = "") -> str:
     """The canonical ``spans`` relation over an otel_traces table, as ClickHouse SQL.
 
     ``latkit.enrich.SPANS_SELECT`` transpiled (``$source`` is ``clickhouse:<table>``,
-    ``load_id`` 0), plus ``rowid``. Needs the ``_fp_*`` parameters of ``_Fingerprints``.
+    ``load_id`` 0), plus ``rowid``; ``where`` (ClickHouse SQL over the exporter's columns)
+    restricts the rows read. Needs the ``_fp_*`` parameters of ``_Fingerprints``.
     """
     tree = sqlglot.parse_one(enrich.SPANS_SELECT, read="duckdb")
     assert isinstance(tree, exp.Select)
@@ -267,7 +271,7 @@ def spans_sql(table: str) -> str:
     select = _clickhouse_functions(tree)
     assert isinstance(select, exp.Select)
     sql = select.select("rowid").sql(dialect="clickhouse")
-    return sql.replace("FROM _staged", f"FROM ({_staged(table)}) AS _staged")
+    return sql.replace("FROM _staged", f"FROM ({_staged(table, where)}) AS _staged")
 
 
 # -- translating DuckDB SQL ------------------------------------------------------------------
@@ -795,16 +799,58 @@ class _Fingerprints:
         }
 
 
+@dataclass(frozen=True)
+class Window:
+    """Which rows of otel_traces a workbook sees: a time window and services.
+
+    Applied inside the spans subquery on the exporter's own columns (``Timestamp``,
+    ``ServiceName``), so ClickHouse prunes partitions (by day) and primary-key ranges (by
+    service) before any analysis runs. Values are bound as parameters. A span is in the
+    window when it starts in it; a trace straddling a boundary is cut there.
+    """
+
+    since_ns: int | None = None
+    until_ns: int | None = None
+    services: tuple[str, ...] | None = None
+
+    def where(self) -> str:
+        clauses = []
+        if self.since_ns is not None:
+            clauses.append("Timestamp >= fromUnixTimestamp64Nano({_w_since:Int64})")
+        if self.until_ns is not None:
+            clauses.append("Timestamp < fromUnixTimestamp64Nano({_w_until:Int64})")
+        if self.services is not None:
+            clauses.append("ServiceName IN {_w_services:Array(String)}")
+        return " AND ".join(clauses)
+
+    def params(self) -> dict[str, Any]:
+        values = {
+            "_w_since": self.since_ns,
+            "_w_until": self.until_ns,
+            "_w_services": list(self.services) if self.services is not None else None,
+        }
+        return {k: v for k, v in values.items() if v is not None}
+
+
+def _ns(when: datetime | int | None) -> int | None:
+    if when is None or isinstance(when, int):
+        return when
+    if when.tzinfo is None:
+        raise ValueError(f"{when!r}: give a time zone (e.g. datetime(..., tzinfo=UTC))")
+    return int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1_000
+
+
 class ClickHouseWorkbook:
     """A workbook whose spans are a ClickHouse otel_traces table. ``latkit.open_clickhouse``."""
 
-    def __init__(self, engine: _Engine, table: str = "otel_traces"):
+    def __init__(self, engine: _Engine, table: str = "otel_traces", window: Window | None = None):
         self.engine = engine
         self.table = _qualified(table)
+        self.window = window or Window()
         self.path: str | None = None
         self.read_only = True
         self.con = _Cursor(self)
-        self._spans = spans_sql(self.table)
+        self._spans = spans_sql(self.table, self.window.where())
         self._uploads = itertools.count()
         self._uploaded: list[tuple[weakref.ref[_Cursor], str]] = []
         self._fp: _Fingerprints | None = None
@@ -825,7 +871,11 @@ class ClickHouseWorkbook:
 
     def counts(self) -> dict[str, int]:
         """Rows per canonical table: spans only (the log tables do not exist here)."""
-        n = self.engine.arrow(f"SELECT count() AS n FROM {self.table}", {})["n"][0].as_py()
+        where = self.window.where()
+        n = self.engine.arrow(
+            f"SELECT count() AS n FROM {self.table} {'WHERE ' + where if where else ''}",
+            self.window.params(),
+        )["n"][0].as_py()
         return {"spans": int(n)} | {t: 0 for t in LOG_TABLES}
 
     def sql(self, query: str, params: Any = None) -> pl.DataFrame:
@@ -838,23 +888,28 @@ class ClickHouseWorkbook:
     def translate(self, query: str, params: Any = None) -> Translation:
         """The ClickHouse SQL and parameters that ``sql`` would send (for reading)."""
         t = translate(query, params, spans=self._spans)
-        return Translation(t.sql, t.params | self._fingerprints().params())
+        return Translation(t.sql, t.params | self._params())
 
     def _run(self, query: str, params: Any, tables: Mapping[str, str]) -> pa.Table:
         t = translate(query, params, spans=self._spans, tables=tables)
-        return _normalise(self.engine.arrow(t.sql, t.params | self._fingerprints().params()))
+        return _normalise(self.engine.arrow(t.sql, t.params | self._params()))
+
+    def _params(self) -> dict[str, Any]:
+        """What the spans subquery itself needs: the fingerprints and the window."""
+        return self._fingerprints().params() | self.window.params()
 
     def _fingerprints(self) -> _Fingerprints:
         if self._fp is None:
+            where = self.window.where()
             examples = self.engine.arrow(
                 f"""
                 SELECT normalizedQueryHash(s) AS h, any(s) AS statement
                 FROM (SELECT {_lookup(enrich.SPAN_KEYS["_db_statement"])} AS s
-                      FROM {self.table})
+                      FROM {self.table} {"WHERE " + where if where else ""})
                 WHERE s IS NOT NULL
                 GROUP BY h ORDER BY h
                 """,
-                {},
+                self.window.params(),
             )
             templates, fps = fingerprint.templates(examples["statement"])
             self._fp = _Fingerprints(
@@ -1179,15 +1234,25 @@ def to_otel_traces(
     return ClickHouseWorkbook(engine, f"{database}.{table}")
 
 
-def open_clickhouse(url_or_client: Any, table: str = "otel_traces") -> ClickHouseWorkbook:
+def open_clickhouse(
+    url_or_client: Any,
+    table: str = "otel_traces",
+    *,
+    since: datetime | int | None = None,
+    until: datetime | int | None = None,
+    services: Sequence[str] | None = None,
+) -> ClickHouseWorkbook:
     """Open a ClickHouse otel_traces table as a workbook: the analyses run in ClickHouse.
 
     ``url_or_client``: an ``http(s)://`` or ``clickhouse://`` URL (clickhouse-connect),
     ``"chdb:"`` for an in-memory chdb session or ``"chdb:<folder>"`` for one on disk, or a
     chdb session or clickhouse-connect client. ``table`` may name its database
-    (``"otel.otel_traces"``).
+    (``"otel.otel_traces"``). ``since`` / ``until`` (aware datetimes or Unix nanoseconds)
+    and ``services`` restrict the spans every analysis sees (``Window``), inside ClickHouse.
 
-    >>> wb = latkit.open_clickhouse("http://localhost:8123")  # doctest: +SKIP
-    >>> nplusone.detect(wb).head()                             # doctest: +SKIP
+    >>> wb = latkit.open_clickhouse("http://localhost:8123", services=["shop"],
+    ...                             since=datetime(2026, 11, 1, tzinfo=UTC))  # doctest: +SKIP
+    >>> nplusone.detect(wb).head()                                            # doctest: +SKIP
     """
-    return ClickHouseWorkbook(_engine(url_or_client), table)
+    window = Window(_ns(since), _ns(until), tuple(services) if services is not None else None)
+    return ClickHouseWorkbook(_engine(url_or_client), table, window)

@@ -279,3 +279,33 @@ def test_frames_uploaded_for_an_analysis_do_not_accumulate(
     for _ in range(3):
         budget.breakdown(ch)
     assert temporary_tables() == 1  # the last one, dropped at the next upload
+
+
+def test_a_window_restricts_every_analysis_inside_clickhouse(
+    duck: latkit.Workbook, ch: clickhouse.ClickHouseWorkbook
+) -> None:
+    assert isinstance(ch.engine, clickhouse._Chdb)
+    since = int(duck.sql("SELECT median(start_ns)::BIGINT AS t FROM spans")["t"][0])
+    until = int(duck.sql("SELECT max(start_ns) AS t FROM spans")["t"][0])
+    window = latkit.open_clickhouse(
+        ch.engine.session,
+        table="default.otel_traces",
+        since=since,
+        until=until,
+        services=["shop"],
+    )
+    expected = duck.sql(
+        """
+        SELECT route, count(*) AS requests FROM spans
+        WHERE kind = 'server' AND service = 'shop' AND start_ns >= $since AND start_ns < $until
+        GROUP BY route ORDER BY route
+        """,
+        {"since": since, "until": until},
+    )
+    got = budget.by_route(window).select("route", "requests").sort("route")
+    assert expected.height > 1
+    assert_frame_equal(got, expected, check_dtypes=False)
+    assert (
+        "Timestamp >= fromUnixTimestamp64Nano({_w_since:Int64})"
+        in window.translate("SELECT count(*) FROM spans").sql
+    )
