@@ -496,6 +496,8 @@ def translate(
     tables = dict(tables or {})
     tree = sqlglot.parse_one(query, read="duckdb")
     ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    for cte in tree.find_all(exp.CTE):
+        cte.set("materialized", None)  # a DuckDB planning hint; ClickHouse has no syntax for it
     for table in list(tree.find_all(exp.Table)):
         name = table.name
         if name in ctes or table.args.get("db"):
