@@ -105,6 +105,7 @@ called.
 from __future__ import annotations
 
 import itertools
+import re
 import tempfile
 import time
 import weakref
@@ -583,32 +584,15 @@ def _interval_us(text: Any) -> int:
 _BUCKET_ORIGIN_US = 946_857_600_000_000
 
 
+#: A parameter marker as sqlglot writes it: ``__PARAM__name:Type()`` (a type never holds
+#: an empty pair of parentheses, so the first ``()`` ends it).
+_MARKER = re.compile(r"__PARAM__(\w+:.+?)\(\)")
+
+
 def _unwrap_markers(sql: str, spans: str) -> str:
+    """The spans subquery and ClickHouse's ``{name:Type}`` parameters in place of markers."""
     sql = sql.replace("(__SPANS__())", f"({spans})").replace("__SPANS__()", f"({spans})")
-    # Parameter markers: __PARAM__key:Type() -> {key:Type}
-    out = []
-    rest = sql
-    while (i := rest.find("__PARAM__")) >= 0:
-        out.append(rest[:i])
-        rest = rest[i + len("__PARAM__") :]
-        j = rest.find("()")
-        depth = 0
-        # the type may itself contain parentheses: find the "()" that closes the marker
-        k = 0
-        while True:
-            ch = rest[k]
-            if ch == "(":
-                if depth == 0 and rest[k : k + 2] == "()":
-                    j = k
-                    break
-                depth += 1
-            elif ch == ")":
-                depth -= 1
-            k += 1
-        out.append("{" + rest[:j] + "}")
-        rest = rest[j + 2 :]
-    out.append(rest)
-    return "".join(out)
+    return _MARKER.sub(lambda m: "{" + m.group(1) + "}", sql)
 
 
 # -- engines ---------------------------------------------------------------------------------
