@@ -113,7 +113,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import pyarrow as pa
@@ -121,6 +121,9 @@ import sqlglot
 from sqlglot import exp
 
 from latkit import enrich, fingerprint, schema
+
+if TYPE_CHECKING:
+    from latkit.workbook import Workbook
 
 __all__ = [
     "OTEL_TRACES_DDL",
@@ -948,9 +951,9 @@ class ClickHouseWorkbook:
         traces: int = 1000,
         where: str | None = None,
         params: Mapping[str, Any] | None = None,
-        into: Any = None,
+        into: Workbook | None = None,
         seed: int = 0,
-    ) -> Any:
+    ) -> Workbook:
         """Pull whole traces into a local DuckDB workbook for a deep dive.
 
         Up to ``traces`` trace ids are picked at random (stable for a ``seed``) among the
@@ -1029,7 +1032,7 @@ _STAGING_SQL = """
 """
 
 
-def _load_staged(target: Any, staged: pa.Table, source: str) -> None:
+def _load_staged(target: Workbook, staged: pa.Table, source: str) -> None:
     """Insert otel_traces rows (``_STAGING_SQL``) into a DuckDB workbook, enriched."""
     batch = _as_staging(staged)
     load_id = target._next_load_id()
@@ -1183,7 +1186,7 @@ _EXPORT_INSERT = """
 
 
 def to_otel_traces(
-    wb: Any,
+    wb: Workbook,
     client: Any = None,
     table: str = "otel_traces",
     database: str = "default",
