@@ -215,6 +215,21 @@ class NotInClickHouse(Exception):
 # -- the canonical spans over otel_traces -------------------------------------------------
 
 
+#: The exporter's columns that map one to one onto latkit's span columns (both the spans
+#: subquery and the staging query for ``sample`` read them).
+_SPAN_COLUMNS = """
+    nullIf(TraceState, '') AS trace_state,
+    toString(SpanName) AS name,
+    lower(replaceRegexpOne(SpanKind, '^SPAN_KIND_', '')) AS kind,
+    nullIf(toString(ServiceName), '') AS service,
+    toUnixTimestamp64Nano(Timestamp) AS start_ns,
+    toUnixTimestamp64Nano(Timestamp) + toInt64(Duration) AS end_ns,
+    lower(replaceRegexpOne(StatusCode, '^STATUS_CODE_', '')) AS status,
+    nullIf(StatusMessage, '') AS status_message,
+    nullIf(ScopeName, '') AS scope,
+"""
+
+
 def _lookup(keys: Sequence[str]) -> str:
     """The first of ``keys`` present in ``SpanAttributes``, else NULL (as ``enrich``)."""
     branches = ", ".join(f"mapContains(SpanAttributes, '{k}'), SpanAttributes['{k}']" for k in keys)
@@ -233,15 +248,7 @@ def _staged(table: str, where: str = "") -> str:
             TraceId AS trace_id,
             SpanId AS span_id,
             ParentSpanId AS parent_span_id,
-            nullIf(TraceState, '') AS trace_state,
-            toString(SpanName) AS name,
-            lower(replaceRegexpOne(SpanKind, '^SPAN_KIND_', '')) AS kind,
-            nullIf(toString(ServiceName), '') AS service,
-            toUnixTimestamp64Nano(Timestamp) AS start_ns,
-            toUnixTimestamp64Nano(Timestamp) + toInt64(Duration) AS end_ns,
-            lower(replaceRegexpOne(StatusCode, '^STATUS_CODE_', '')) AS status,
-            nullIf(StatusMessage, '') AS status_message,
-            nullIf(ScopeName, '') AS scope,
+            {_SPAN_COLUMNS}
             SpanAttributes AS attributes,
             ResourceAttributes AS resource_attributes,
             `Events.Name` AS events,  -- no analysis reads events or links
@@ -999,20 +1006,12 @@ def _qualified(table: str) -> str:
 
 
 #: otel_traces rows of the chosen traces in latkit's staging shape (``schema.SPAN_STAGING``).
-_STAGING_SQL = """
+_STAGING_SQL = f"""
     SELECT
         TraceId AS trace_id,
         SpanId AS span_id,
         nullIf(ParentSpanId, '') AS parent_span_id,
-        nullIf(TraceState, '') AS trace_state,
-        toString(SpanName) AS name,
-        lower(replaceRegexpOne(SpanKind, '^SPAN_KIND_', '')) AS kind,
-        nullIf(toString(ServiceName), '') AS service,
-        toUnixTimestamp64Nano(Timestamp) AS start_ns,
-        toUnixTimestamp64Nano(Timestamp) + toInt64(Duration) AS end_ns,
-        lower(replaceRegexpOne(StatusCode, '^STATUS_CODE_', '')) AS status,
-        nullIf(StatusMessage, '') AS status_message,
-        nullIf(ScopeName, '') AS scope,
+        {_SPAN_COLUMNS}
         arrayMap((k, v) -> tuple(toString(k), v), mapKeys(SpanAttributes),
                  mapValues(SpanAttributes)) AS attributes,
         arrayMap((k, v) -> tuple(toString(k), v), mapKeys(ResourceAttributes),
@@ -1026,8 +1025,8 @@ _STAGING_SQL = """
                                                  mapValues(a))),
                  `Links.TraceId`, `Links.SpanId`, `Links.TraceState`, `Links.Attributes`)
             AS links
-    FROM {table}
-    WHERE TraceId IN {{ids:Array(String)}}
+    FROM {{table}}
+    WHERE TraceId IN {{{{ids:Array(String)}}}}
     ORDER BY TraceId, Timestamp, SpanId
 """
 
