@@ -45,21 +45,25 @@ _RUNS = f"""
         -- Most groups are a single call; drop those before the window functions.
         SELECT g FROM keyed GROUP BY g HAVING count(*) >= $min_repeats
     ),
-    ordered AS (
-        -- The latest end among the earlier calls of the group.
-        SELECT *, max(end_ns) OVER (PARTITION BY g ORDER BY start_ns, row
-                                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
-                      AS previous_end
+    ordered AS MATERIALIZED (
+        -- A call breaks the run when it starts before an earlier call of its group ended.
+        SELECT *,
+               CASE WHEN max(end_ns) OVER (PARTITION BY g ORDER BY start_ns, row
+                                           ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+                         - start_ns > least({_OVERLAP_TOLERANCE_NS}, (end_ns - start_ns) / 2)
+                    THEN 1 ELSE 0 END AS breaks
         FROM keyed SEMI JOIN candidates USING (g)
     ),
+    broken AS (
+        SELECT DISTINCT g FROM ordered WHERE breaks = 1
+    ),
     numbered AS (
-        SELECT *,
-               sum(CASE WHEN previous_end - start_ns
-                             > least({_OVERLAP_TOLERANCE_NS}, (end_ns - start_ns) / 2)
-                        THEN 1 ELSE 0 END)
-                   OVER (PARTITION BY g ORDER BY start_ns, row
-                         ROWS UNBOUNDED PRECEDING) AS run
-        FROM ordered
+        -- Most groups never break: one run, numbered without a second window.
+        SELECT o.*, 0 AS run FROM ordered AS o ANTI JOIN broken USING (g)
+        UNION ALL
+        SELECT o.*, sum(breaks) OVER (PARTITION BY g ORDER BY start_ns, row
+                                      ROWS UNBOUNDED PRECEDING) AS run
+        FROM ordered AS o SEMI JOIN broken USING (g)
     ),
     grouped AS (
         SELECT arg_min(row, start_ns) AS first_row,
@@ -73,7 +77,7 @@ _RUNS = f"""
     ),
     runs AS (
         SELECT c.trace_id, c.parent_span_id, c.key, c.template, c.service,
-               r.* EXCLUDE (first_row)
+               r.*
         FROM grouped AS r JOIN calls AS c ON c.row = r.first_row
     ),
     requests AS (
@@ -83,8 +87,7 @@ _RUNS = f"""
     located AS (
         SELECT r.*, q.route, q.duration_ms AS request_ms,
                row_number() OVER (
-                   PARTITION BY r.trace_id, r.parent_span_id, r.key, r.first_ns
-                   ORDER BY q.start_ns DESC) AS innermost
+                   PARTITION BY r.first_row ORDER BY q.start_ns DESC) AS innermost
         FROM runs AS r
         LEFT JOIN requests AS q
             ON q.trace_id = r.trace_id AND q.service = r.service
