@@ -155,11 +155,17 @@ def _events(
     keep = event.is_valid()
     if not pc.any(keep).as_py():
         return
+    ts_ns = _ts_ns(source, _field(prefix, "ts"), _field(prefix, "tz"), timezone)
+    # A time no calendar has (a damaged line: month 13, year 3026) rejects that line only.
+    unreadable = pc.and_(keep, pc.is_null(ts_ns))
+    for i in pc.indices_nonzero(unreadable).to_pylist():
+        yield Reject(f"line {first_line + i}", "unreadable time", excerpt(lines[i].as_py()))
+    keep = pc.and_(keep, pc.is_valid(ts_ns))
     close = pc.extract_regex(rest, _CLOSE)
     age = _field(close, "age").cast(pa.float64())
     table = pa.Table.from_arrays(
         [
-            _ts_ns(source, _field(prefix, "ts"), _field(prefix, "tz"), timezone),
+            ts_ns,
             event,
             pc.binary_join_element_wise(_field(conn, "side"), _field(conn, "ptr"), "-"),
             _field(conn, "user"),
@@ -207,7 +213,7 @@ def _stats_json(stats: pa.Array) -> pa.Array:
 
 def _ts_ns(source: Source, ts: pa.Array, tz: pa.Array, timezone: str | None) -> pa.Array:
     """Nanoseconds since the epoch from PgBouncer's local time and zone name or offset."""
-    local = pc.replace_substring(ts, "T", " ").cast(pa.timestamp("ns"))
+    local = _local_ns(pc.replace_substring(ts, "T", " "))
     utc_ns = pc.subtract(local.cast(pa.int64()), _offset_ns(tz))
     named = pc.fill_null(
         pc.and_(
@@ -226,6 +232,22 @@ def _ts_ns(source: Source, ts: pa.Array, tz: pa.Array, timezone: str | None) -> 
         )
     zoned = pc.assume_timezone(local, timezone, ambiguous="earliest", nonexistent="earliest")
     return pc.if_else(named, zoned.cast(pa.int64()), utc_ns)
+
+
+def _local_ns(text: pa.Array) -> pa.Array:
+    """``YYYY-MM-DD HH:MM:SS[.fff]`` as a nanosecond timestamp; NULL where it is no date or
+    lies outside what nanoseconds hold (1677-2262), so that only that line is lost."""
+    try:
+        return text.cast(pa.timestamp("ns"))
+    except (pa.ArrowInvalid, OverflowError):
+        out: list[int | None] = []
+        for value in text.to_pylist():
+            try:
+                one = pa.array([value], pa.string()).cast(pa.timestamp("ns"))
+                out.append(one.cast(pa.int64())[0].as_py())
+            except (pa.ArrowInvalid, OverflowError):
+                out.append(None)
+        return pa.array(out, pa.int64()).cast(pa.timestamp("ns"))
 
 
 def _offset_ns(tz: pa.Array) -> pa.Array:

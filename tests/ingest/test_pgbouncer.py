@@ -132,3 +132,22 @@ def test_the_start_line_gives_the_version(wb: latkit.Workbook) -> None:
     assert start.rows() == [
         ("1.18.0", next(i + 1 for i, t in enumerate(text) if "process up: PgBouncer" in t))
     ]
+
+
+def test_a_time_no_calendar_has_rejects_that_line_only(tmp_path: Path) -> None:
+    # Damage found by the long fuzz run: one flipped bit made a year 3026 (beyond what
+    # nanoseconds hold), and month 13 is no date at all.
+    lines = LOG.read_text().splitlines(keepends=True)
+    logins = [i for i, line in enumerate(lines) if "login attempt" in line]
+    lines[logins[0]] = "3" + lines[logins[0]][1:]
+    lines[logins[1]] = lines[logins[1]].replace("-11-", "-13-", 1)
+    path = tmp_path / "pgbouncer.log"
+    path.write_text("".join(lines))
+    wb = latkit.open()
+    report = wb.load(path)
+    assert report.rejected == 2
+    assert wb.sql("select position from rejects order by position")["position"].to_list() == [
+        f"line {logins[0] + 1}",
+        f"line {logins[1] + 1}",
+    ]
+    assert count(wb, "login") == LOGINS - 2 and count(wb, "close") == LOGINS
