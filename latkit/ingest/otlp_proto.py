@@ -263,9 +263,7 @@ def _new_row(table: np.ndarray, counts: np.ndarray, t: int, err: np.ndarray, pos
 
 
 @_kernel
-def _any_value(
-    buf: np.ndarray, pos: int, end: int, kv: np.ndarray, i: int, err: np.ndarray
-) -> int:
+def _any_value(buf: np.ndarray, pos: int, end: int, kv: np.ndarray, i: int, err: np.ndarray) -> int:
     """AnyValue (into row ``i`` of ``kv``): a oneof, so the last of its fields wins.
     Rows are indexed, never sliced: a row view costs two atomic reference counts."""
     while pos < end:
@@ -416,9 +414,7 @@ def _link(
 
 
 @_kernel
-def _status(
-    buf: np.ndarray, pos: int, end: int, spans: np.ndarray, i: int, err: np.ndarray
-) -> int:
+def _status(buf: np.ndarray, pos: int, end: int, spans: np.ndarray, i: int, err: np.ndarray) -> int:
     """Status (of span row ``i``): message 2, code 3."""
     while pos < end:
         field, wire, pos = _tag(buf, pos, end, err)
