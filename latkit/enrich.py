@@ -111,8 +111,9 @@ def attributes(
     Why a compiled scan: the keys are compared byte by byte in one numba loop over the Arrow
     buffers, and each column is then one ``take`` of the values. The vectorised Arrow version
     before it (``index_in`` over every key, ``list_parent_indices``, then a numpy pass per
-    key) measured 0.30-0.42 CPU-s on the benchmark's 1M spans (7M attributes); this one
-    ~0.1 (``benchmarks/ingest_otlp.py``). numba is loaded already: ``fingerprint`` needs it.
+    key) measured 0.23-0.31 CPU-s on the benchmark's 1M spans (7M attributes, five batches),
+    this one 0.18-0.27, interleaved on a shared machine: the nine ``take`` calls are now most
+    of it. numba is loaded already: ``fingerprint`` needs it.
     """
     if isinstance(kvs, pa.ChunkedArray):
         kvs = kvs.combine_chunks() if kvs.num_chunks else pa.array([], KEY_VALUES)
