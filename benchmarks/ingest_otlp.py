@@ -10,7 +10,9 @@ spans over 5 services, ~6 attributes per span including an 80-character SQL stat
 10,000 spans per message) and caches them under benchmarks/data/ (git-ignored). Each
 measurement then runs in a fresh process, so that its peak RSS is its own, after a warm-up
 read of a small fixture (numba's cached machine code loaded, DuckDB started); the median of
-``--runs`` is printed, in spans per second and as a ratio to protobuf's ``ParseFromString``.
+``--runs`` is printed, in spans per second and as a ratio to protobuf's ``ParseFromString``,
+with the CPU seconds (user + system, all threads) the measurement took: on a shared machine
+the CPU time is the steadier figure, and the load average is printed beside each wall time.
 
 Cases:
   parse     ExportTraceServiceRequest.FromString over every frame (bytes already in memory)
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import statistics
@@ -216,6 +219,8 @@ def measure(case: str, pb: Path, jsonl: Path) -> dict[str, float]:
 
     latkit.open().load(WARM_UP)  # numba code loaded, DuckDB warm: not part of the timing
     spans = 0
+    global _CPU_STARTED
+    _CPU_STARTED = _cpu()
     if case == "parse":
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
             ExportTraceServiceRequest,
@@ -252,9 +257,18 @@ def measure(case: str, pb: Path, jsonl: Path) -> dict[str, float]:
     return _result(time.perf_counter() - started, spans)
 
 
+_CPU_STARTED = 0.0
+
+
+def _cpu() -> float:
+    """CPU seconds (user + system, all threads) this process has used so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _result(seconds: float, spans: int) -> dict[str, float]:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"seconds": seconds, "spans": spans, "rss_mib": rss}
+    return {"seconds": seconds, "cpu": _cpu() - _CPU_STARTED, "spans": spans, "rss_mib": rss}
 
 
 # --------------------------------------------------------------------------- the report
@@ -274,7 +288,8 @@ def main() -> None:
 
     print(
         f"{pb.name}: {pb.stat().st_size / 2**20:,.0f} MiB, "
-        f"{jsonl.name}: {jsonl.stat().st_size / 2**20:,.0f} MiB; median of {args.runs}"
+        f"{jsonl.name}: {jsonl.stat().st_size / 2**20:,.0f} MiB; median of {args.runs}; "
+        f"load average {os.getloadavg()[0]:.2f} at the start"
     )
     results: dict[str, dict[str, float]] = {}
     for case in args.cases.split(","):
@@ -291,6 +306,7 @@ def main() -> None:
         seconds = statistics.median(r["seconds"] for r in runs)
         results[case] = {
             "seconds": seconds,
+            "cpu": statistics.median(r["cpu"] for r in runs),
             "spans": runs[0]["spans"],
             "rate": runs[0]["spans"] / seconds,
             "rss_mib": max(r["rss_mib"] for r in runs),
@@ -301,9 +317,9 @@ def main() -> None:
             ratio = f"  {results['parse']['rate'] / r['rate']:.2f}x slower than parse"
         each = ", ".join(f"{x['seconds']:.2f}" for x in runs)
         print(
-            f"{case:10s} {r['spans']:>10,.0f} spans  {r['seconds']:6.2f} s  "
+            f"{case:10s} {r['spans']:>10,.0f} spans  {r['seconds']:6.2f} s  cpu {r['cpu']:6.2f} s  "
             f"{r['rate']:>10,.0f} spans/s  peak RSS {r['rss_mib']:6,.0f} MiB  "
-            f"(runs: {each}){ratio}",
+            f"(runs: {each}; load average {os.getloadavg()[0]:.2f}){ratio}",
             flush=True,
         )
 

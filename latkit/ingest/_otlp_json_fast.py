@@ -648,9 +648,10 @@ def _base64(buf: np.ndarray, start: int, n: int) -> int:
 
 
 @_kernel
-def _any_value(buf: np.ndarray, pos: int, end: int, row: np.ndarray, err: np.ndarray) -> int:
-    """AnyValue. ``row[K_NUM]`` is 1 for a stringValue (for ``service.name``); an intValue
-    keeps its own text (as the DuckDB path does) and reads as a string."""
+def _any_value(buf: np.ndarray, pos: int, end: int, kv: np.ndarray, i: int, err: np.ndarray) -> int:
+    """AnyValue, into row ``i`` of ``kv``. ``kv[i, K_NUM]`` is 1 for a stringValue (for
+    ``service.name``); an intValue keeps its own text (as the DuckDB path does) and reads as
+    a string. The row is indexed, not sliced: a row view costs two atomic reference counts."""
     pos, more = _open(buf, pos, end, 123, 125)
     kinds = 0
     while more:
@@ -661,12 +662,12 @@ def _any_value(buf: np.ndarray, pos: int, end: int, row: np.ndarray, err: np.nda
             start, n, pos = _string(buf, pos, end, True)
             if pos >= 0 and kn == len(W_BYTES_VALUE) and buf[ks] == 98:
                 n = _base64(buf, start, n)
-                row[K_TYPE] = V_BYTES
+                kv[i, K_TYPE] = V_BYTES
                 if n < 0:
                     pos = -1
             else:
-                row[K_TYPE], row[K_NUM] = V_STRING, 1
-            row[K_VALUE], row[K_VALUE + 1] = start, n
+                kv[i, K_TYPE], kv[i, K_NUM] = V_STRING, 1
+            kv[i, K_VALUE], kv[i, K_VALUE + 1] = start, n
             kinds += 1
         elif _is(buf, ks, kn, W_INT_VALUE):
             if pos < end and buf[pos] == 34:
@@ -677,29 +678,29 @@ def _any_value(buf: np.ndarray, pos: int, end: int, row: np.ndarray, err: np.nda
                 n = pos - start
                 if not plain or n > 18:
                     pos = -1
-            row[K_TYPE], row[K_NUM] = V_STRING, 0
-            row[K_VALUE], row[K_VALUE + 1] = start, n
+            kv[i, K_TYPE], kv[i, K_NUM] = V_STRING, 0
+            kv[i, K_VALUE], kv[i, K_VALUE + 1] = start, n
             kinds += 1
         elif _is(buf, ks, kn, W_BOOL_VALUE):
             if _is(buf, pos, min(4, end - pos), W_TRUE):
-                row[K_NUM], pos = 1, pos + 4
+                kv[i, K_NUM], pos = 1, pos + 4
             elif _is(buf, pos, min(5, end - pos), W_FALSE):
-                row[K_NUM], pos = 0, pos + 5
+                kv[i, K_NUM], pos = 0, pos + 5
             else:
                 pos = -1
-            row[K_TYPE] = V_BOOL
+            kv[i, K_TYPE] = V_BOOL
             kinds += 1
         elif _is(buf, ks, kn, W_DOUBLE_VALUE):
             start = pos
             pos, _ = _number(buf, pos, end)
-            row[K_TYPE] = V_DOUBLE
-            row[K_VALUE], row[K_VALUE + 1] = start, pos - start
+            kv[i, K_TYPE] = V_DOUBLE
+            kv[i, K_VALUE], kv[i, K_VALUE + 1] = start, pos - start
             kinds += 1
         elif _is(buf, ks, kn, W_ARRAY_VALUE) or _is(buf, ks, kn, W_KVLIST_VALUE):
             start = pos
             pos = _skip_any(buf, pos, end) if pos < end and buf[pos] == 123 else -1
-            row[K_TYPE] = V_ARRAY if buf[ks] == 97 else V_KVLIST
-            row[K_VALUE], row[K_VALUE + 1] = start, pos - start
+            kv[i, K_TYPE] = V_ARRAY if buf[ks] == 97 else V_KVLIST
+            kv[i, K_VALUE], kv[i, K_VALUE + 1] = start, pos - start
             kinds += 1
         else:
             pos = _skip_any(buf, pos, end)
@@ -744,7 +745,7 @@ def _kv_list(
                 has_key = True
             elif _is(buf, ks, kn, W_VALUE):
                 kv[i, K_TYPE] = V_NONE
-                pos = _any_value(buf, pos, end, kv[i], err)
+                pos = _any_value(buf, pos, end, kv, i, err)
             else:
                 pos = _skip_any(buf, pos, end)
             if pos < 0:
