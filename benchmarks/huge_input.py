@@ -38,26 +38,28 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "benchmarks" / "data"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-# The child: open an on-disk workbook with a memory limit, load one file, print the report.
+# The child: open an on-disk workbook with a memory limit, load one file, print the report
+# and its resident memory over time (sampled in a thread: where in the load the peak falls).
 CHILD = """
-import json, sys, time
-import duckdb
+import json, sys, threading, time
 import latkit
 
-limit = sys.argv[3]
-_connect = duckdb.connect
-def limited(*args, **kwargs):  # every DuckDB connection the load makes gets the limit
-    con = _connect(*args, **kwargs)
-    con.execute(f"SET memory_limit = '{limit}'")
-    return con
-duckdb.connect = limited
+def rss_mib():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+samples = []
 started = time.perf_counter()
-wb = latkit.open(sys.argv[2])
-wb.con.execute(f"SET memory_limit = '{limit}'")
+def sample():
+    while True:
+        samples.append((round(time.perf_counter() - started, 1), round(rss_mib())))
+        time.sleep(1.0)
+threading.Thread(target=sample, daemon=True).start()
+wb = latkit.open(sys.argv[2], memory_limit=sys.argv[3])
 report = wb.load(sys.argv[1])
 wb.close()
 print(json.dumps({"seconds": time.perf_counter() - started, "rows": report.rows,
-                  "read": report.read, "rejected": report.rejected}))
+                  "read": report.read, "rejected": report.rejected, "rss": samples}))
 """
 
 
@@ -155,6 +157,12 @@ def main() -> None:
             flush=True,
         )
         print(f"  rows {r['rows']}, rejected {r['rejected']}, workbook {r['workbook_gb']:.2f} GB")
+        samples: list[tuple[float, int]] = r["rss"]  # type: ignore[assignment]
+        quarters = [
+            max((mib for t, mib in samples if q * wall / 4 <= t < (q + 1) * wall / 4), default=0)
+            for q in range(4)
+        ]
+        print(f"  peak RSS in each quarter of the load (MiB): {' / '.join(map(str, quarters))}")
 
 
 if __name__ == "__main__":
