@@ -362,6 +362,7 @@ class Workbook:
                 file_report.read += item.records
                 self._insert(item, source, load_id, plan_offset, file_report)
                 unchecked += item.batch.nbytes
+                del item  # not kept while the next batch is read (see _prefetch)
                 if self.path is not None and unchecked >= CHECKPOINT_BYTES:
                     self.con.execute("CHECKPOINT")
                     unchecked = 0
@@ -525,13 +526,17 @@ class _Raised:
 _DONE = object()
 
 
-def _prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+def _prefetch(items: Iterator[T], depth: int = 1) -> Iterator[T]:
     """``items``, produced by a background thread up to ``depth`` ahead.
 
     A reader decoding the next batch (numba, DuckDB and Arrow all release the GIL) then
     overlaps with the workbook enriching and inserting the previous one: on two cores that
     is most of the difference between the two added up and the slower of the two.
     Exceptions are raised here, in order; stopping early stops the reader too.
+
+    Batches are large (200,000 spans are about 100 MB of Arrow), so neither side keeps one
+    it has handed on: at most the one being inserted, ``depth`` waiting and the one being
+    made are alive.
     """
     slots: queue.Queue[Any] = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -550,6 +555,7 @@ def _prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
             for item in items:
                 if not put(item):
                     return
+                del item  # not kept while the next one is made
         except BaseException as e:  # handed to the consumer, which re-raises it
             put(_Raised(e))
         finally:
@@ -568,6 +574,7 @@ def _prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
             if isinstance(item, _Raised):
                 raise item.error
             yield item
+            del item  # not kept while waiting for the next one
     finally:
         stop.set()
         worker.join()

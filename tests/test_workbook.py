@@ -5,7 +5,10 @@ import __future__
 
 import gzip
 import shutil
+import time
 import types
+import weakref
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -71,6 +74,28 @@ def test_a_load_on_disk_checkpoints_as_it_goes(
             assert report.rows["queries"] == wb.counts()["queries"] > 0
             wal[every] = Path(f"{wb.path}.wal").stat().st_size
     assert wal[1] < wal[1 << 40] / 4
+
+
+class _Batch:
+    """Stands in for a reader's batch, which can be 100 MB of Arrow."""
+
+
+def test_prefetch_keeps_no_batch_it_has_handed_on() -> None:
+    alive: weakref.WeakSet[_Batch] = weakref.WeakSet()
+
+    def batches() -> Iterator[_Batch]:
+        for _ in range(50):
+            batch = _Batch()
+            alive.add(batch)
+            yield batch
+
+    seen = 0
+    for batch in latkit.workbook._prefetch(batches()):
+        seen += 1
+        time.sleep(0.01)  # a slow insert: the reader runs as far ahead as it may
+        assert len(alive) <= 3  # this one, one waiting, one being made
+        del batch
+    assert seen == 50
 
 
 def test_newer_workbook_is_refused_with_the_fix(tmp_path: Path) -> None:
