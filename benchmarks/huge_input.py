@@ -17,7 +17,7 @@ Generates (once, into benchmarks/data/, git-ignored):
   trace and span ids are distinct throughout (the generator alone takes over an hour for 10M).
 
 Each file is then loaded by ``latkit.open(<file>.duckdb, memory_limit=...).load(<input>)``
-in a fresh process (``--memory-limit``, default 512MB), and the parent reads that process's
+in a fresh process (``--memory-limit``, default 256MB), and the parent reads that process's
 peak resident set size from ``os.wait4`` (``ru_maxrss``), with the wall time. The child
 samples its resident set size once a second; the peak of each quarter of the load shows
 whether memory grows with the file or stays flat. Results go to
@@ -172,7 +172,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--log-gb", type=float, default=5.0)
     parser.add_argument("--spans", type=int, default=10_000_000)
-    parser.add_argument("--memory-limit", default="512MB")
+    parser.add_argument("--memory-limit", default="256MB")
     parser.add_argument("--only", choices=("pglog", "otlp"))
     args = parser.parse_args()
     DATA.mkdir(parents=True, exist_ok=True)

@@ -47,9 +47,9 @@ MAX_REJECTS_STORED = 10_000
 #: Bytes of Arrow batches inserted into an on-disk workbook between two checkpoints. DuckDB
 #: writes large inserts straight to the file uncompressed and compresses them at the next
 #: checkpoint, holding all of them in memory while it does: without checkpoints along the
-#: way that is one checkpoint at the end whose memory grows with the file (about 1 GB for
-#: 4M log statements, spilling past ``memory_limit``). Checkpointing as the load goes costs
-#: no more time in all and keeps it to this much.
+#: way that is one checkpoint at the end whose memory grows with the file (950 MB for 4M
+#: log statements, then spilling past ``memory_limit``). Checkpointing as the load goes does
+#: the same work spread out (the load measured no slower) and keeps it to about this much.
 CHECKPOINT_BYTES = 64 << 20
 
 
@@ -667,8 +667,9 @@ def open(
     setting: ``"1GB"``, ``"512MiB"``); past it DuckDB spills to its ``temp_directory``.
     Without it DuckDB's own default holds (80% of the machine's memory): on disk, blocks of
     the file stay cached up to it, so a long load grows to it. What a load needs besides is
-    bounded by the readers' chunks, whatever the file's size (``benchmarks/huge_input.py``
-    measures a 5 GB log and 10M spans).
+    bounded by the readers' chunks, whatever the file's size: with ``memory_limit="256MB"``
+    a 5 GB PostgreSQL log peaked at 1.1 GiB resident and 10M OTLP spans at 1.2 GiB
+    (``benchmarks/huge_input.py``).
 
     >>> wb = latkit.open()
     >>> wb.counts()["spans"]
