@@ -13,12 +13,14 @@ Generates (once, into benchmarks/data/, git-ignored):
   the size asked (so statements repeat; the reader does the same work for each);
 - ``huge_<n>.pb``: ``n`` spans in the Collector's file-exporter framing, 10,000 spans per
   message, made with the opentelemetry-proto classes by ``benchmarks/ingest_otlp.py``'s
-  generator (distinct trace and span ids throughout).
+  generator: its first 200,000 spans, then those again and again with other ids, so that
+  trace and span ids are distinct throughout (the generator alone takes over an hour for 10M).
 
-Each file is then loaded by ``latkit.open(<file>.duckdb).load(<input>)`` in a fresh process,
-with DuckDB's ``memory_limit`` set (``--memory-limit``, default 1GB, given to the workbook's
-connection and to the readers' private ones), and the parent reads that process's peak
-resident set size from ``os.wait4`` (``ru_maxrss``), with the wall time. Results go to
+Each file is then loaded by ``latkit.open(<file>.duckdb, memory_limit=...).load(<input>)``
+in a fresh process (``--memory-limit``, default 256MB), and the parent reads that process's
+peak resident set size from ``os.wait4`` (``ru_maxrss``), with the wall time. The child
+samples its resident set size once a second; the peak of each quarter of the load shows
+whether memory grows with the file or stays flat. Results go to
 stdout as a table; they belong in docs/ or the README, not in asserts.
 """
 
@@ -33,31 +35,34 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "benchmarks" / "data"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-# The child: open an on-disk workbook with a memory limit, load one file, print the report.
+# The child: open an on-disk workbook with a memory limit, load one file, print the report
+# and its resident memory over time (sampled in a thread: where in the load the peak falls).
 CHILD = """
-import json, sys, time
-import duckdb
+import json, sys, threading, time
 import latkit
 
-limit = sys.argv[3]
-_connect = duckdb.connect
-def limited(*args, **kwargs):  # every DuckDB connection the load makes gets the limit
-    con = _connect(*args, **kwargs)
-    con.execute(f"SET memory_limit = '{limit}'")
-    return con
-duckdb.connect = limited
+def rss_mib():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+samples = []
 started = time.perf_counter()
-wb = latkit.open(sys.argv[2])
-wb.con.execute(f"SET memory_limit = '{limit}'")
+def sample():
+    while True:
+        samples.append((round(time.perf_counter() - started, 1), round(rss_mib())))
+        time.sleep(1.0)
+threading.Thread(target=sample, daemon=True).start()
+wb = latkit.open(sys.argv[2], memory_limit=sys.argv[3])
 report = wb.load(sys.argv[1])
 wb.close()
 print(json.dumps({"seconds": time.perf_counter() - started, "rows": report.rows,
-                  "read": report.read, "rejected": report.rejected}))
+                  "read": report.read, "rejected": report.rejected, "rss": samples}))
 """
 
 
@@ -84,6 +89,9 @@ def pglog(gb: float) -> Path:
 def otlp(spans: int) -> Path:
     """``spans`` spans, Collector-framed, 10,000 per message (made once)."""
     import ingest_otlp
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
 
     path = DATA / f"huge_{spans}.pb"
     if path.exists():
@@ -91,13 +99,43 @@ def otlp(spans: int) -> Path:
     print(f"generating {spans:,} spans into {path} ...", flush=True)
     rng = random.Random(7)
     per_message = ingest_otlp.SPANS_PER_TRACE * ingest_otlp.TRACES_PER_MESSAGE
+    messages = max(1, spans // per_message)
+    made = [
+        ingest_otlp.make_request(rng, 1_767_225_600_000_000_000 + m * 10**12)
+        for m in range(min(messages, GENERATED_MESSAGES))
+    ]
     with open(f"{path}.tmp", "wb") as out:
-        for m in range(max(1, spans // per_message)):
-            request = ingest_otlp.make_request(rng, 1_767_225_600_000_000_000 + m * 10**12)
+        for m in range(messages):
+            request = made[m % len(made)]
+            copy = m // len(made)
+            if copy:
+                request = ExportTraceServiceRequest.FromString(request.SerializeToString())  # type: ignore[attr-defined]
+                _renumber(request, copy)
             body = request.SerializeToString()  # type: ignore[attr-defined]
             out.write(struct.pack(">I", len(body)) + body)
     Path(f"{path}.tmp").rename(path)
     return path
+
+
+#: Messages made by the generator for a huge OTLP file (it makes about one a second); the
+#: rest of the file repeats them with other trace and span ids (``_renumber``).
+GENERATED_MESSAGES = 20
+
+
+def _renumber(request: Any, copy: int) -> None:
+    """Give every span of ``request`` new ids (its trace, its own, its parent's): the first
+    four bytes of each are XORed with ``copy``, so that copies never collide."""
+
+    def renumbered(old: bytes) -> bytes:
+        return (int.from_bytes(old[:4], "big") ^ copy).to_bytes(4, "big") + old[4:]
+
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                span.trace_id = renumbered(span.trace_id)
+                span.span_id = renumbered(span.span_id)
+                if span.parent_span_id:
+                    span.parent_span_id = renumbered(span.parent_span_id)
 
 
 def measure(source: Path, memory_limit: str) -> dict[str, object]:
@@ -134,7 +172,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--log-gb", type=float, default=5.0)
     parser.add_argument("--spans", type=int, default=10_000_000)
-    parser.add_argument("--memory-limit", default="1GB")
+    parser.add_argument("--memory-limit", default="256MB")
     parser.add_argument("--only", choices=("pglog", "otlp"))
     args = parser.parse_args()
     DATA.mkdir(parents=True, exist_ok=True)
@@ -155,6 +193,12 @@ def main() -> None:
             flush=True,
         )
         print(f"  rows {r['rows']}, rejected {r['rejected']}, workbook {r['workbook_gb']:.2f} GB")
+        samples: list[tuple[float, int]] = r["rss"]  # type: ignore[assignment]
+        quarters = [
+            max((mib for t, mib in samples if q * wall / 4 <= t < (q + 1) * wall / 4), default=0)
+            for q in range(4)
+        ]
+        print(f"  peak RSS in each quarter of the load (MiB): {' / '.join(map(str, quarters))}")
 
 
 if __name__ == "__main__":

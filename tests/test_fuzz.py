@@ -295,3 +295,11 @@ def test_a_timestamp_out_of_nanosecond_range_is_null_not_a_crash(folder: Path) -
     text = CORPUS["pglogs/main.csv.gz"].replace(b"2026-", b"9026-", 3)
     report = load_and_check(folder, text, None)
     assert report is not None and report.loaded > 0
+
+
+def test_a_duckdb_error_quoting_a_cut_character_is_a_reject_not_a_crash(folder: Path) -> None:
+    # Found by the long run: a protobuf file re-encoded with é everywhere, forced through the
+    # Jaeger reader. DuckDB's "Malformed JSON" message quotes the input cut mid-character,
+    # the binding raised UnicodeDecodeError decoding that message, and the reader failed.
+    text = CORPUS["otlp/framed.pb"].decode("utf-8", "replace").replace("e", "é")
+    assert load_and_check(folder, text.encode("utf-8-sig"), "jaeger_json") is None

@@ -5,7 +5,10 @@ import __future__
 
 import gzip
 import shutil
+import time
 import types
+import weakref
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -43,6 +46,56 @@ def test_workbook_file_persists_and_records_schema_version(tmp_path: Path) -> No
         assert wb.counts()["spans"] == 1
         version = wb.sql("select value from meta where key = 'schema_version'")["value"][0]
         assert int(version) == schema.SCHEMA_VERSION
+
+
+def test_open_applies_memory_limit_to_the_workbook(tmp_path: Path) -> None:
+    for where in (None, tmp_path / "capped.duckdb"):
+        with latkit.open(where, memory_limit="300MB") as wb:
+            setting = wb.sql("select current_setting('memory_limit') as m")["m"][0]
+            assert setting == "286.1 MiB"  # 300,000,000 bytes
+
+
+def test_open_refuses_a_memory_limit_that_is_not_a_size() -> None:
+    with pytest.raises(ValueError, match="memory_limit 'lots'"):
+        latkit.open(memory_limit="lots")
+
+
+def test_a_load_on_disk_checkpoints_as_it_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Checkpointed, the rows are in the file and the write-ahead log holds only the last
+    # bookkeeping; not, it holds every row of the load (a small file's inserts go there).
+    log = Path(__file__).parent / "fixtures" / "pglogs" / "main.log"
+    wal = {}
+    for every in (1, 1 << 40):
+        monkeypatch.setattr(latkit.workbook, "CHECKPOINT_BYTES", every)
+        with latkit.open(tmp_path / f"every{every}.duckdb") as wb:
+            report = wb.load(log)
+            assert report.rows["queries"] == wb.counts()["queries"] > 0
+            wal[every] = Path(f"{wb.path}.wal").stat().st_size
+    assert wal[1] < wal[1 << 40] / 4
+
+
+class _Batch:
+    """Stands in for a reader's batch, which can be 100 MB of Arrow."""
+
+
+def test_prefetch_keeps_no_batch_it_has_handed_on() -> None:
+    alive: weakref.WeakSet[_Batch] = weakref.WeakSet()
+
+    def batches() -> Iterator[_Batch]:
+        for _ in range(50):
+            batch = _Batch()
+            alive.add(batch)
+            yield batch
+
+    seen = 0
+    for batch in latkit.workbook._prefetch(batches()):
+        seen += 1
+        time.sleep(0.01)  # a slow insert: the reader runs as far ahead as it may
+        assert len(alive) <= 3  # this one, one waiting, one being made
+        del batch
+    assert seen == 50
 
 
 def test_newer_workbook_is_refused_with_the_fix(tmp_path: Path) -> None:
