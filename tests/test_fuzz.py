@@ -28,6 +28,7 @@ from itertools import count
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 import zstandard
 from hypothesis import HealthCheck, given, settings
@@ -35,7 +36,7 @@ from hypothesis import strategies as st
 
 import latkit
 from latkit import schema
-from latkit.ingest import Source, readers
+from latkit.ingest import Source, input_errors, readers
 from latkit.workbook import MAX_REJECTS_STORED
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -303,3 +304,13 @@ def test_a_duckdb_error_quoting_a_cut_character_is_a_reject_not_a_crash(folder: 
     # the binding raised UnicodeDecodeError decoding that message, and the reader failed.
     text = CORPUS["otlp/framed.pb"].decode("utf-8", "replace").replace("e", "é")
     assert load_and_check(folder, text.encode("utf-8-sig"), "jaeger_json") is None
+
+
+
+def test_input_errors_makes_an_undecodable_duckdb_message_a_duckdb_error() -> None:
+    # What the binding raises for such a message; every reader that queries its input
+    # through DuckDB (OTLP JSON, Zipkin, Jaeger) wraps the query in input_errors().
+    cut = UnicodeDecodeError("utf-8", b"Malformed JSON at: \xc3", 19, 20, "unexpected end")
+    refused = pytest.raises(duckdb.InvalidInputException, match="Malformed JSON at: \ufffd")
+    with refused, input_errors():
+        raise cut

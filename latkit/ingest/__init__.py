@@ -289,6 +289,22 @@ def connect(database: str = ":memory:", read_only: bool = False) -> duckdb.DuckD
     return con
 
 
+@contextlib.contextmanager
+def input_errors() -> Iterator[None]:
+    """DuckDB refusing a reader's input raises ``duckdb.Error``, always.
+
+    DuckDB quotes the bad input in its message, cut at a byte count that can split a
+    character; the Python binding then fails to decode the message and raises
+    ``UnicodeDecodeError`` instead. It is still DuckDB refusing the input (found by the long
+    fuzz run), so it becomes ``duckdb.InvalidInputException`` with the message decoded.
+    """
+    try:
+        yield
+    except UnicodeDecodeError as e:
+        message = e.object.decode("utf-8", "replace") if isinstance(e.object, bytes) else str(e)
+        raise duckdb.InvalidInputException(message) from e
+
+
 def excerpt(data: bytes | str, limit: int = 120) -> str:
     """A short, printable excerpt of a bad record for the ``rejects`` table."""
     text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data

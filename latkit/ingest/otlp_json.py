@@ -72,7 +72,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from latkit.ingest import MAX_RECORD_BYTES, LoadError, Reject, Rows, Source, excerpt
+from latkit.ingest import (
+    MAX_RECORD_BYTES,
+    LoadError,
+    Reject,
+    Rows,
+    Source,
+    excerpt,
+    input_errors,
+)
 from latkit.schema import SPAN_STAGING
 
 FORMAT = "otlp_json"
@@ -738,7 +746,8 @@ class _Reader:
     def _query(self, sql: str, table: pa.Table) -> pa.Table:
         self.con.register("chunk", table)
         try:
-            return self.con.sql(sql, params={"otlp_type": OTLP_TYPE}).to_arrow_table()
+            with input_errors():
+                return self.con.sql(sql, params={"otlp_type": OTLP_TYPE}).to_arrow_table()
         finally:
             self.con.unregister("chunk")
 

@@ -58,7 +58,15 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from latkit.ingest import MAX_RECORD_BYTES, LoadError, Reject, Rows, Source, excerpt
+from latkit.ingest import (
+    MAX_RECORD_BYTES,
+    LoadError,
+    Reject,
+    Rows,
+    Source,
+    excerpt,
+    input_errors,
+)
 from latkit.schema import SPAN_KINDS, SPAN_STAGING
 
 FORMAT = "zipkin_json"
@@ -331,17 +339,10 @@ def _chunk(
 
 
 def _query(con: Any, query: SpanQuery, table: pa.Table) -> pa.Table:
-    import duckdb
-
     con.register("chunk", table)
     try:
-        return con.sql(query.sql, params=query.params).to_arrow_table()
-    except UnicodeDecodeError as e:
-        # DuckDB quotes the bad input in its message cut at a byte count, which can split a
-        # character; the binding then fails to decode the message. It is still DuckDB
-        # refusing the input (found by the long fuzz run).
-        message = e.object.decode("utf-8", "replace") if isinstance(e.object, bytes) else str(e)
-        raise duckdb.InvalidInputException(message) from e
+        with input_errors():
+            return con.sql(query.sql, params=query.params).to_arrow_table()
     finally:
         con.unregister("chunk")
 
