@@ -691,7 +691,10 @@ def _engine(url_or_client: Any) -> _Engine:
         if url_or_client.startswith("chdb:"):
             from chdb import session
 
-            path = url_or_client[len("chdb:") :].lstrip("/") or None
+            path = url_or_client[len("chdb:") :]
+            if path.startswith("//"):  # chdb://folder, written like a URL
+                path = path[2:]
+            # An absolute chdb:/folder stays absolute; chdb: alone is in memory.
             return _Chdb(session.Session(path) if path else session.Session())
         raise ValueError(
             f"{url_or_client!r}: give an http(s):// or clickhouse:// URL, chdb: (in memory) "

@@ -317,3 +317,34 @@ def test_a_window_restricts_every_analysis_inside_clickhouse(
         "Timestamp >= fromUnixTimestamp64Nano({_w_since:Int64})"
         in window.translate("SELECT count(*) FROM spans").sql
     )
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize(
+    ("notebook", "files"),
+    [
+        ("01_latency_budget", {"traces": None}),
+        ("03_n_plus_one", {"traces": None, "query_log": None}),
+    ],
+)
+def test_a_trace_notebook_runs_unchanged_on_clickhouse(
+    notebook: str, files: dict[str, None], tmp_path: Path
+) -> None:
+    """The notebook's own checkpoints assert the sample data's known answers, computed in
+    ClickHouse (a chdb folder filled from the sample traces, opened by the notebook's kernel)."""
+    from latkit import report
+
+    folder = tmp_path / "chdb"
+    # Another process writes the table: one chdb session per process, and this one has its own.
+    code = (
+        "import latkit; from latkit import clickhouse; wb = latkit.open(); "
+        f"wb.load({str(SAMPLE)!r}); "
+        f"clickhouse.to_otel_traces(wb, client={f'chdb:{folder}'!r}).close()"
+    )
+    subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    path = Path(__file__).parent.parent / "notebooks" / f"{notebook}.ipynb"
+    params = {"clickhouse": f"chdb:{folder}", "sample_data": True, **files}
+    executed, error = report.run(path, tmp_path / path.name, params, timeout=600)
+    assert error is None, f"{notebook} stopped at {error}"
+    checkpoints = [c for c in executed.cells if c.cell_type == "code" and "assert" in c.source]
+    assert checkpoints and all(c.get("execution_count") for c in checkpoints)
