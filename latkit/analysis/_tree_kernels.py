@@ -13,7 +13,8 @@ _SERVER = 256  # bit of ``NODE.code`` set on server spans; the low byte is the c
 #: One span as the walk sees it, 32 bytes: everything it reads about a span sits in one
 #: cache line. The spans of a trace lie far apart in a table loaded batch by batch, so a walk
 #: over separate arrays (start, end, category, children...) missed the cache once per array
-#: per span; packing them made the partition of 10M spans about 4x faster.
+#: per span; packing them took the partition of 2M spans from 0.70 to 0.60 s (the 6x of this
+#: rewrite came from the caller-grown buffers, see ``partition``).
 NODE = np.dtype(
     [
         ("start", "<i8"),
