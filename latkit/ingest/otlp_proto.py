@@ -104,9 +104,8 @@ _KERNELS: list[Callable[..., Any]] = []
 #: counting (perf showed it taking most of the decode time), inlining lets numba prune some
 #: of it. Inlining ``_span``, ``_key_value``, ``_status`` and ``_copy`` too (and indexing rows
 #: instead of slicing row views) took the decode of the benchmark's 1M spans from 1.35-1.69
-#: to 1.13-1.25 CPU-s and the Arrow columns from 2.6-2.85 to 2.1-2.8 (interleaved runs, load
-#: average ~5). Still, ~18% of a read-only run's perf samples are ``NRT_incref`` called from
-#: ``_scope_spans`` (gdb), from the arrays handed to the inlined helpers.
+#: to 1.13-1.25 CPU-s (interleaved runs, load average ~5). The reference counting that
+#: inlining left is gone too now: see ``_ALLOCATING``.
 _INLINE = {
     "_fail",
     "_varint",
@@ -118,10 +117,17 @@ _INLINE = {
     "_skip_value",
     "_any_value",
     "_copy",
+    "_decimal_size",
     "_key_value",
     "_span",
     "_status",
 }
+#: The only kernels that allocate. Every other one is compiled without numba's reference
+#: counting (``_nrt=False``, an option numba keeps for code that never allocates): each array
+#: handed to a helper, or taken from the ``tabs`` tuple, otherwise costs atomic increments
+#: and decrements, per field decoded. Without them the decode of the benchmark's 1M spans
+#: took 0.56 s instead of 1.15 s (idle machine, same run).
+_ALLOCATING = {"_decode", "_doubled"}
 _compiled = False
 
 
@@ -139,11 +145,12 @@ def _compile() -> None:
         import numba
 
         for fn in _KERNELS:
+            options: dict[str, Any] = {"cache": True, "nogil": True}
             if fn.__name__ in _INLINE:
-                compiled = numba.njit(cache=True, nogil=True, inline="always")(fn)
-            else:
-                compiled = numba.njit(cache=True, nogil=True)(fn)
-            globals()[fn.__name__] = compiled
+                options["inline"] = "always"
+            if fn.__name__ not in _ALLOCATING:
+                options["_nrt"] = False
+            globals()[fn.__name__] = numba.njit(**options)(fn)
         _compiled = True
 
 
@@ -682,37 +689,32 @@ def _decode(
 
 @_kernel
 def _gather(
-    buf: np.ndarray,
+    src: np.ndarray,
     side: np.ndarray,
     off: np.ndarray,
     length: np.ndarray,
     from_side: np.ndarray,
     hexed: bool,
-) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Copy the byte ranges (``off``, ``length``) of ``buf`` (of ``side`` where ``from_side``,
-    if given) into one Arrow string data buffer, hex-encoding them if ``hexed``.
-    Returns (data, int32 offsets, whether all of it is ASCII)."""
-    n = len(off)
-    offsets = np.empty(n + 1, np.int32)
-    total = 0
-    for i in range(n):
-        offsets[i] = total
-        total += length[i] * (2 if hexed else 1)
-    offsets[n] = total
-    data = np.empty(total, np.uint8)
+    offsets: np.ndarray,
+    data: np.ndarray,
+) -> int:
+    """Copy the byte ranges (``off``, ``length``) of ``src`` (of ``side`` where
+    ``from_side``, if given) to ``data`` at ``offsets``, hex-encoding them if ``hexed``.
+    Returns the OR of the bytes copied as they are (>= 0x80: not all ASCII)."""
     high = 0
-    for i in range(n):
-        if len(from_side) > 0 and from_side[i]:
+    use_side = len(from_side) > 0
+    for i in range(len(off)):
+        if use_side and from_side[i]:
             high |= _copy(side, off[i], length[i], data, offsets[i], hexed)
         else:
-            high |= _copy(buf, off[i], length[i], data, offsets[i], hexed)
-    return data, offsets, high < 0x80
+            high |= _copy(src, off[i], length[i], data, offsets[i], hexed)
+    return high
 
 
 @_kernel
 def _copy(src: np.ndarray, o: int, n: int, data: np.ndarray, p: int, hexed: bool) -> int:
     """Copy ``src[o:o+n]`` to ``data[p:]`` (as hex digits if ``hexed``); the OR of the bytes
-    copied as they are (>= 0x80 means non-ASCII)."""
+    copied as they are."""
     high = 0
     if hexed:
         for j in range(n):
@@ -728,10 +730,195 @@ def _copy(src: np.ndarray, o: int, n: int, data: np.ndarray, p: int, hexed: bool
     return high
 
 
+@_kernel
+def _decimal_size(v: int) -> int:
+    """How many characters ``v`` takes in decimal (sign included)."""
+    if v == -9223372036854775807 - 1:
+        return 20
+    size = 1
+    if v < 0:
+        size, v = 2, -v
+    while v >= 10:
+        size += 1
+        v //= 10
+    return size
+
+
+@_kernel
+def _text_offsets(length: np.ndarray, per_byte: int, offsets: np.ndarray) -> int:
+    """Arrow offsets (into ``offsets``) of strings of ``length * per_byte`` bytes; the total
+    (which may not fit: check it before use)."""
+    total = 0
+    for i in range(len(length)):
+        offsets[i] = total
+        total += length[i] * per_byte
+    offsets[len(length)] = total
+    return total
+
+
+@_kernel
+def _value_offsets(
+    kv: np.ndarray, side_offsets: np.ndarray, side_at: np.ndarray, offsets: np.ndarray
+) -> int:
+    """Arrow offsets (into ``offsets``) of the AnyValue rows of ``kv`` as text (see
+    ``_values``); their total, or -1 at the first double, array or kvlist when the side
+    array that renders those is not given (``side_at`` empty)."""
+    total = 0
+    rare = len(side_at) > 0
+    for i in range(len(offsets) - 1):
+        offsets[i] = total
+        kind = kv[i, K_TYPE]
+        if kind == V_STRING:
+            total += kv[i, K_VALUE + 1]
+        elif kind == V_BOOL:
+            total += 4 if kv[i, K_NUM] != 0 else 5
+        elif kind == V_INT:
+            total += _decimal_size(kv[i, K_NUM])
+        elif kind == V_BYTES:
+            total += 2 * kv[i, K_VALUE + 1]
+        elif kind != V_NONE:
+            if not rare:
+                return -1
+            j = side_at[i]
+            total += side_offsets[j + 1] - side_offsets[j]
+        if total > 2147483647:
+            return total  # over Arrow's limit: ``_sized`` refuses it
+    offsets[len(offsets) - 1] = total
+    return total
+
+
+@_kernel
+def _value_valid(kv: np.ndarray, valid: np.ndarray) -> bool:
+    """Whether each AnyValue row of ``kv`` is set (into ``valid``); False if all are."""
+    unset = False
+    for i in range(len(valid)):
+        valid[i] = kv[i, K_TYPE] != V_NONE
+        unset |= not valid[i]
+    return unset
+
+
+@_kernel
+def _value_text(
+    buf: np.ndarray,
+    kv: np.ndarray,
+    side_offsets: np.ndarray,
+    side_data: np.ndarray,
+    side_at: np.ndarray,
+    offsets: np.ndarray,
+    data: np.ndarray,
+) -> int:
+    """Write each AnyValue row of ``kv`` as text at ``offsets`` in ``data`` (sizes from
+    ``_value_offsets``); the OR of the bytes copied as they are."""
+    high = 0
+    for i in range(len(offsets) - 1):
+        kind = kv[i, K_TYPE]
+        p = offsets[i]
+        if kind == V_STRING:
+            high |= _copy(buf, kv[i, K_VALUE], kv[i, K_VALUE + 1], data, p, False)
+        elif kind == V_BOOL:
+            if kv[i, K_NUM] != 0:
+                data[p], data[p + 1], data[p + 2], data[p + 3] = 116, 114, 117, 101  # true
+            else:
+                data[p], data[p + 1], data[p + 2], data[p + 3] = 102, 97, 108, 115  # fals
+                data[p + 4] = 101  # e
+        elif kind == V_INT:
+            v = kv[i, K_NUM]
+            q = offsets[i + 1] - 1
+            if v == -9223372036854775807 - 1:
+                v = 922337203685477580  # all but the last digit, which is 8
+                data[q] = 56
+                q -= 1
+                data[p] = 45
+            elif v < 0:
+                v = -v
+                data[p] = 45  # -
+            while True:
+                data[q] = 48 + v % 10
+                v //= 10
+                q -= 1
+                if v == 0:
+                    break
+        elif kind == V_BYTES:
+            _copy(buf, kv[i, K_VALUE], kv[i, K_VALUE + 1], data, p, True)
+        elif kind != V_NONE:
+            j = side_at[i]
+            o = side_offsets[j]
+            high |= _copy(side_data, o, side_offsets[j + 1] - o, data, p, False)
+    return high
+
+
+@_kernel
+def _repeat_lists(
+    index: np.ndarray,
+    lists: np.ndarray,
+    key_offsets: np.ndarray,
+    key_data: np.ndarray,
+    value_offsets: np.ndarray,
+    value_data: np.ndarray,
+    value_valid: np.ndarray,
+    out_lists: np.ndarray,
+    out_key_offsets: np.ndarray,
+    out_key_data: np.ndarray,
+    out_value_offsets: np.ndarray,
+    out_value_data: np.ndarray,
+    out_value_valid: np.ndarray,
+) -> None:
+    """Key/value list ``index[i]`` of (``lists``, keys, values) as list ``i`` of the outputs:
+    a ``take`` of a ``KEY_VALUES`` array, written straight into sized buffers. A list's keys
+    (and values) are one run of bytes, copied as one."""
+    entry = key_at = value_at = 0
+    out_lists[0] = out_key_offsets[0] = out_value_offsets[0] = 0
+    for i in range(len(index)):
+        r = index[i]
+        first, last = lists[r], lists[r + 1]
+        key_shift = key_at - key_offsets[first]
+        value_shift = value_at - value_offsets[first]
+        for j in range(first, last):
+            out_key_offsets[entry + 1] = key_offsets[j + 1] + key_shift
+            out_value_offsets[entry + 1] = value_offsets[j + 1] + value_shift
+            out_value_valid[entry] = value_valid[j]
+            entry += 1
+        n = key_offsets[last] - key_offsets[first]
+        _copy(key_data, key_offsets[first], n, out_key_data, key_at, False)
+        key_at += n
+        n = value_offsets[last] - value_offsets[first]
+        _copy(value_data, value_offsets[first], n, out_value_data, value_at, False)
+        value_at += n
+        out_lists[i + 1] = entry
+
+
 # --------------------------------------------------------------------------- Arrow columns
+#
+# Every column is built by a compiled pass that writes straight into buffers sized first in
+# numpy: the kernels never allocate, so they are compiled without numba's reference counting
+# (see ``_compile``). Arrow's own ``take`` of the per-resource attributes onto each span, and
+# numpy passes over the attribute table per value kind, were most of the column time before.
 
 _NO_SIDE = np.zeros(0, np.uint8)
 _NOT_FROM_SIDE = np.zeros(0, np.bool_)
+_NO_OFFSETS = np.zeros(1, np.int32)
+_NO_INDEX = np.zeros(0, np.int64)
+MAX_TEXT = 2**31 - 1
+
+
+def _sized(total: int) -> np.ndarray:
+    """A data buffer for ``total`` bytes of text (Arrow's int32 offsets limit it to 2 GiB)."""
+    if total > MAX_TEXT:
+        raise LoadError("more than 2 GiB of text in one batch")
+    return np.empty(total, np.uint8)
+
+
+def _string_array(
+    offsets: np.ndarray, data: np.ndarray, high: int, valid: np.ndarray | None
+) -> pa.StringArray:
+    nulls, null_count = None, 0
+    if valid is not None and not valid.all():
+        nulls = pa.py_buffer(np.packbits(valid, bitorder="little"))
+        null_count = len(valid) - int(valid.sum())
+    arr = pa.StringArray.from_buffers(
+        len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data), nulls, null_count
+    )
+    return arr if high < 0x80 else _valid_utf8(arr)
 
 
 def _strings(
@@ -744,18 +931,12 @@ def _strings(
     side: np.ndarray = _NO_SIDE,
     from_side: np.ndarray = _NOT_FROM_SIDE,
 ) -> pa.StringArray:
-    """A string column from byte ranges of ``buf`` (NULL where ``valid`` is False)."""
-    if int(length.sum()) * (2 if hexed else 1) >= 2**31:
-        raise LoadError("more than 2 GiB of text in one batch")
-    data, offsets, ascii_only = _gather(buf, side, off, length, from_side, hexed)
-    nulls, null_count = None, 0
-    if valid is not None and not valid.all():
-        nulls = pa.py_buffer(np.packbits(valid, bitorder="little"))
-        null_count = len(valid) - int(valid.sum())
-    arr = pa.StringArray.from_buffers(
-        len(off), pa.py_buffer(offsets), pa.py_buffer(data), nulls, null_count
-    )
-    return arr if ascii_only else _valid_utf8(arr)
+    """A string column from byte ranges of ``buf`` (NULL where ``valid`` is False).
+    ``off`` and ``length`` may be strided columns of a decoder table."""
+    offsets = np.empty(len(off) + 1, np.int32)
+    data = _sized(_text_offsets(length, 2 if hexed else 1, offsets))
+    high = _gather(buf, side, off, length, from_side, hexed, offsets, data)
+    return _string_array(offsets, data, high, valid)
 
 
 def _valid_utf8(arr: pa.StringArray) -> pa.StringArray:
@@ -783,49 +964,45 @@ def _offsets(owners: np.ndarray, n_owners: int) -> pa.Array:
 
 def _key_values(buf: np.ndarray, table: np.ndarray, n: int, n_owners: int) -> pa.ListArray:
     """One ``KEY_VALUES`` list per owner from a key/value table."""
+    kv = table[:n]
     pairs = pa.StructArray.from_arrays(
-        [_strings(buf, _col(table, n, K_KEY), _col(table, n, K_KEY + 1)), _values(buf, table[:n])],
+        [_strings(buf, kv[:, K_KEY], kv[:, K_KEY + 1]), _values(buf, kv)],
         fields=list(KEY_VALUES.value_type),
     )
-    return pa.ListArray.from_arrays(_offsets(table[:n, K_OWNER], n_owners), pairs, KEY_VALUES)
+    return pa.ListArray.from_arrays(_offsets(kv[:, K_OWNER], n_owners), pairs, KEY_VALUES)
 
 
 def _values(buf: np.ndarray, kv: np.ndarray) -> pa.StringArray:
-    """AnyValues as text. Strings are gathered from ``buf``; every other kind is rendered in
-    bulk into a side buffer, and one gather takes each value from where it is."""
-    kind = kv[:, K_TYPE]
-    off, length = _col(kv, len(kv), K_VALUE), _col(kv, len(kv), K_VALUE + 1)
-    from_side = (kind != V_STRING) & (kind != V_NONE)
-    if not from_side.any():
-        return _strings(buf, off, length, valid=kind != V_NONE)
-    pieces: list[pa.Array] = []
-    position = np.zeros(len(kv), np.int64)  # index of the value's text in the side array
-    base = 0
-    for k in (V_BOOL, V_INT, V_DOUBLE, V_BYTES, V_ARRAY, V_KVLIST):
-        rows = np.flatnonzero(kind == k)
-        if len(rows) == 0:
-            continue
-        num = kv[rows, K_NUM]
-        if k == V_BOOL:
-            text = pa.array(["false", "true"]).take(pa.array((num != 0).astype(np.int8)))
-        elif k == V_INT:
-            text = pc.cast(pa.array(num), pa.string())
-        elif k == V_DOUBLE:
-            text = _doubles(num.view(np.float64))
-        elif k == V_BYTES:
-            text = _strings(buf, off[rows], length[rows], hexed=True)
-        else:
-            text = _json_values(buf, off[rows], length[rows], array=k == V_ARRAY)
-        pieces.append(text)
-        position[rows] = base + np.arange(len(rows))
-        base += len(rows)
-    side = pa.concat_arrays(pieces).fill_null("")  # unreadable nested values were NULL
-    side_offsets = np.frombuffer(side.buffers()[1], np.int32)[side.offset :]
-    side_data = np.frombuffer(side.buffers()[2], np.uint8)
-    at = position[from_side]
-    off[from_side] = side_offsets[at]
-    length[from_side] = side_offsets[at + 1] - side_offsets[at]
-    return _strings(buf, off, length, valid=kind != V_NONE, side=side_data, from_side=from_side)
+    """AnyValues as text, in one compiled pass: strings copied from ``buf``, bools, ints and
+    bytes rendered as they are copied; doubles and array/kvlist values (rare) are rendered
+    in Python first, into a side array the pass copies from. NULL for an unset value."""
+    side_offsets, side_data, side_at = _NO_OFFSETS, _NO_SIDE, _NO_INDEX
+    offsets = np.empty(len(kv) + 1, np.int32)
+    total = _value_offsets(kv, side_offsets, side_at, offsets)
+    if total < 0:  # a double, array or kvlist: render those first
+        kind = kv[:, K_TYPE]
+        pieces: list[pa.Array] = []
+        side_at = np.zeros(len(kv), np.int64)  # index of the value's text in the side array
+        base = 0
+        for k in (V_DOUBLE, V_ARRAY, V_KVLIST):
+            rows = np.flatnonzero(kind == k)
+            if len(rows) == 0:
+                continue
+            if k == V_DOUBLE:
+                text = _doubles(kv[rows, K_NUM].view(np.float64))
+            else:
+                text = _json_values(buf, kv[rows, K_VALUE], kv[rows, K_VALUE + 1], k == V_ARRAY)
+            pieces.append(text)
+            side_at[rows] = base + np.arange(len(rows))
+            base += len(rows)
+        side = pa.concat_arrays(pieces).fill_null("")  # unreadable nested values were NULL
+        side_offsets = np.frombuffer(side.buffers()[1], np.int32)[side.offset :]
+        side_data = np.frombuffer(side.buffers()[2] or b"", np.uint8)
+        total = _value_offsets(kv, side_offsets, side_at, offsets)
+    data = _sized(total)
+    high = _value_text(buf, kv, side_offsets, side_data, side_at, offsets, data)
+    valid = np.empty(len(kv), np.bool_)
+    return _string_array(offsets, data, high, valid if _value_valid(kv, valid) else None)
 
 
 def _doubles(x: np.ndarray) -> pa.StringArray:
@@ -882,6 +1059,54 @@ def _plain(value: Any) -> object:
     return None
 
 
+def _repeat_key_values(kvs: pa.ListArray, index: np.ndarray) -> pa.ListArray:
+    """``kvs.take(index)`` for a ``KEY_VALUES`` array built here (no offsets or slices):
+    each span's copy of its resource's attributes. Arrow's ``take`` of a list of structs
+    cost ~0.5 s per 1M spans of 4 resource attributes, this pass about a fifth of it."""
+    lists = np.frombuffer(kvs.buffers()[1], np.int32)[: len(kvs) + 1]
+    keys, values = kvs.values.field("key"), kvs.values.field("value")
+    key_offsets = np.frombuffer(keys.buffers()[1], np.int32)[: len(keys) + 1]
+    value_offsets = np.frombuffer(values.buffers()[1], np.int32)[: len(values) + 1]
+    key_data = np.frombuffer(keys.buffers()[2] or b"", np.uint8)
+    value_data = np.frombuffer(values.buffers()[2] or b"", np.uint8)
+    value_valid = values.is_valid().to_numpy(zero_copy_only=False)
+    per_list = np.diff(lists)[index]
+    entries = int(per_list.sum())
+    key_bytes = int((key_offsets[lists[1:]] - key_offsets[lists[:-1]])[index].sum())
+    value_bytes = int((value_offsets[lists[1:]] - value_offsets[lists[:-1]])[index].sum())
+    if max(entries, key_bytes, value_bytes) > MAX_TEXT:
+        raise LoadError("more than 2 GiB of resource attributes in one batch")
+    out_lists = np.empty(len(index) + 1, np.int32)
+    out_key_offsets = np.empty(entries + 1, np.int32)
+    out_value_offsets = np.empty(entries + 1, np.int32)
+    out_key_data = np.empty(key_bytes, np.uint8)
+    out_value_data = np.empty(value_bytes, np.uint8)
+    out_value_valid = np.empty(entries, np.bool_)
+    _repeat_lists(
+        index,
+        lists,
+        key_offsets,
+        key_data,
+        value_offsets,
+        value_data,
+        value_valid,
+        out_lists,
+        out_key_offsets,
+        out_key_data,
+        out_value_offsets,
+        out_value_data,
+        out_value_valid,
+    )
+    pairs = pa.StructArray.from_arrays(
+        [
+            _string_array(out_key_offsets, out_key_data, 0, None),
+            _string_array(out_value_offsets, out_value_data, 0, out_value_valid),
+        ],
+        fields=list(KEY_VALUES.value_type),
+    )
+    return pa.ListArray.from_arrays(pa.array(out_lists), pairs, KEY_VALUES)
+
+
 def _columns(buf: np.ndarray, tabs: tuple[np.ndarray, ...], counts: np.ndarray) -> pa.Table:
     """The decoded tables as one Arrow table in ``SPAN_STAGING``."""
     n, n_res, n_scopes = int(counts[SPANS]), int(counts[RESOURCES]), int(counts[SCOPES])
@@ -890,10 +1115,10 @@ def _columns(buf: np.ndarray, tabs: tuple[np.ndarray, ...], counts: np.ndarray) 
     def text(
         table: np.ndarray, rows: int, col: int, *, hexed: bool = False, null_if_empty: bool = False
     ) -> pa.StringArray:
-        length = _col(table, rows, col + 1)
+        length = table[:rows, col + 1]
         return _strings(
             buf,
-            _col(table, rows, col),
+            table[:rows, col],
             length,
             hexed=hexed,
             valid=length > 0 if null_if_empty else None,
@@ -907,7 +1132,7 @@ def _columns(buf: np.ndarray, tabs: tuple[np.ndarray, ...], counts: np.ndarray) 
     owners = tabs[RESOURCE_ATTRS][: int(counts[RESOURCE_ATTRS]), K_OWNER]
     service_of[owners[is_service]] = np.flatnonzero(is_service)
     services = flat.field("value").take(pa.array(service_of, mask=service_of < 0))
-    resource = pa.array(_col(spans, n, S_RESOURCE))
+    resource = _col(spans, n, S_RESOURCE)
     scope = pa.array(_col(spans, n, S_SCOPE))
 
     n_events, n_links = int(counts[EVENTS]), int(counts[LINKS])
@@ -937,14 +1162,14 @@ def _columns(buf: np.ndarray, tabs: tuple[np.ndarray, ...], counts: np.ndarray) 
         text(spans, n, S_STATE, null_if_empty=True),
         text(spans, n, S_NAME),
         pa.array(SPAN_KINDS).take(pa.array(np.where((kind >= 0) & (kind < 6), kind, 0))),
-        services.take(resource).fill_null("unknown_service"),
+        services.take(pa.array(resource)).fill_null("unknown_service"),
         pa.array(_col(spans, n, S_START)),
         pa.array(_col(spans, n, S_END)),
         pa.array(SPAN_STATUSES).take(pa.array(np.where((code >= 0) & (code < 3), code, 0))),
         text(spans, n, S_MESSAGE, null_if_empty=True),
         text(tabs[SCOPES], n_scopes, C_NAME, null_if_empty=True).take(scope),
         _key_values(buf, tabs[SPAN_ATTRS], int(counts[SPAN_ATTRS]), n),
-        resource_attrs.take(resource),
+        _repeat_key_values(resource_attrs, resource),
         pa.ListArray.from_arrays(
             _offsets(events[:n_events, E_SPAN], n), event_structs, pa.list_(SPAN_EVENT)
         ),

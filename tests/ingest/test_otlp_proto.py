@@ -471,3 +471,13 @@ def test_schema_is_exactly_span_staging() -> None:
     items = list(otlp_proto.read(Source.of(FIXTURES / "framed.pb")))
     assert all(isinstance(i, Rows) and i.batch.schema == SPAN_STAGING for i in items)
     assert isinstance(items[0], Rows) and isinstance(items[0].batch, pa.RecordBatch | pa.Table)
+
+
+def test_integers_render_in_decimal_at_every_width(tmp: Path) -> None:
+    values = [0, 7, -1, 9, 10, -10, 99, 100, 10**18, 2**63 - 1, -(2**63), -(2**63) + 1]
+    request = ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add()
+    for v in values:
+        span.attributes.add(key="i").value.int_value = v
+    rows, _ = read_all(write(tmp, request.SerializeToString()))
+    assert [kv["value"] for kv in rows[0]["attributes"]] == [str(v) for v in values]
