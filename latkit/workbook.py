@@ -352,7 +352,10 @@ class Workbook:
         plan_offset = self._next_plan_id()
         unchecked = 0  # bytes inserted since the last checkpoint
         try:
-            for item in _prefetch(reader.read(source, **options)):
+            # The reader and the enrichment run in one background thread, the inserts here:
+            # on two cores the two sides then overlap (see ``_prefetch``).
+            staged = (self._stage(item) for item in reader.read(source, **options))
+            for item in _prefetch(staged):
                 if isinstance(item, Reject):
                     file_report.rejected += 1
                     file_report.read += 1
@@ -376,20 +379,30 @@ class Workbook:
             raise LoadError(f"{source.name}: {reader.FORMAT} reader failed: {e!r}") from e
         return rejects
 
+    def _stage(self, item: Rows | Reject) -> Rows | Reject:
+        """A reader's batch enriched (``latkit.enrich``), ready to insert."""
+        if isinstance(item, Reject):
+            return item
+        if item.table == "spans":
+            staged = enrich.stage_spans(item.batch, self._redaction)
+        elif item.table in schema.DATA_TABLES:
+            staged = enrich.stage_sql_texts(item.table, item.batch, self._redaction)
+        else:
+            return item  # refused by ``_insert``, in order
+        return Rows(item.table, staged, read=item.records)
+
     def _insert(
         self, item: Rows, source: Source, load_id: int, plan_offset: int, report: FileReport
     ) -> None:
-        table = item.table
+        table, staged = item.table, item.batch
         if table not in schema.DATA_TABLES:
             raise LoadError(f"{source.name}: reader produced rows for unknown table {table!r}")
         cur = self.con  # each batch commits on its own; the loads row marks the file done
         params: dict[str, object] = {"source": source.name, "load_id": load_id}
+        cur.register("_staged", staged)
         if table == "spans":
-            cur.register("_staged", enrich.stage_spans(item.batch, self._redaction))
             cur.execute(f"INSERT INTO spans {enrich.SPANS_SELECT}", params)
         else:
-            staged = enrich.stage_sql_texts(table, item.batch, self._redaction)
-            cur.register("_staged", staged)
             columns = "*"
             if "plan_id" in staged.column_names:
                 # Plan ids are numbered per file by the reader; make them unique here.
@@ -401,7 +414,7 @@ class Workbook:
                 params,
             )
         cur.unregister("_staged")
-        report.rows[table] = report.rows.get(table, 0) + item.batch.num_rows
+        report.rows[table] = report.rows.get(table, 0) + staged.num_rows
 
     def _drop_duplicate_spans(self, load_id: int, report: FileReport) -> int:
         """Delete this load's spans already present (same trace id, span id and kind)."""

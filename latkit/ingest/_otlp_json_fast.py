@@ -93,6 +93,7 @@ from latkit.ingest.otlp_proto import (
     _col,
     _key_values,
     _offsets,
+    _repeat_key_values,
     _strings,
 )
 from latkit.schema import SPAN_EVENT, SPAN_KINDS, SPAN_LINK, SPAN_STAGING, SPAN_STATUSES
@@ -1129,9 +1130,11 @@ def _text(
     buf: np.ndarray, table: np.ndarray, rows: int, col: int, *, null_if_empty: bool = False
 ) -> pa.StringArray:
     """A string column; NULL where the string was absent (or, if asked, empty)."""
-    off, length = _col(table, rows, col), _col(table, rows, col + 1)
+    length = table[:rows, col + 1]
     valid = length > 0 if null_if_empty else length >= 0
-    return _strings(buf, off, np.maximum(length, 0), valid=None if valid.all() else valid)
+    return _strings(
+        buf, table[:rows, col], np.maximum(length, 0), valid=None if valid.all() else valid
+    )
 
 
 def _prepare_values(buf: np.ndarray, kv: np.ndarray, extra: list[bytes], base: int) -> int:
@@ -1185,7 +1188,7 @@ def _columns(buf: np.ndarray, tabs: tuple[np.ndarray, ...], counts: np.ndarray) 
         _col(resources, n_res, R_SERVICE + 1),
         valid=_col(resources, n_res, R_SERVICE_STATE) == 1,
     ).fill_null("unknown_service")
-    resource = pa.array(_col(spans, n, S_RESOURCE))
+    resource = _col(spans, n, S_RESOURCE)
     span_flags = _col(spans, n, S_FLAGS)
     event_structs = pa.StructArray.from_arrays(
         [
@@ -1213,7 +1216,7 @@ def _columns(buf: np.ndarray, tabs: tuple[np.ndarray, ...], counts: np.ndarray) 
         _text(buf, spans, n, S_STATE, null_if_empty=True),
         _text(buf, spans, n, S_NAME),
         pa.array(SPAN_KINDS).take(pa.array(kind)),
-        service.take(resource),
+        service.take(pa.array(resource)),
         pa.array(_col(spans, n, S_START), mask=(span_flags & 1) == 0),
         pa.array(_col(spans, n, S_END), mask=(span_flags & 2) == 0),
         pa.array(SPAN_STATUSES).take(pa.array(code)),
@@ -1222,7 +1225,7 @@ def _columns(buf: np.ndarray, tabs: tuple[np.ndarray, ...], counts: np.ndarray) 
             pa.array(_col(spans, n, S_SCOPE))
         ),
         attributes(SPAN_ATTRS, n),
-        resource_attrs.take(resource),
+        _repeat_key_values(resource_attrs, resource),
         pa.ListArray.from_arrays(
             _offsets(events[:n_events, E_SPAN], n), event_structs, pa.list_(SPAN_EVENT)
         ),

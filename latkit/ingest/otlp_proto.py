@@ -58,8 +58,11 @@ FORMAT = "otlp_proto"
 
 #: Largest single message (or frame) read; anything claiming more is refused, not allocated.
 MAX_MESSAGE_BYTES = 1 << 30
-#: Framed messages are decoded together until they hold about this many bytes.
-CHUNK_BYTES = 48 << 20
+#: Framed messages are decoded together until they hold about this many bytes; the first
+#: runs are smaller, so that the workbook starts inserting early (it inserts one batch while
+#: the next is decoded: the first decode and the last insert are the time nothing overlaps).
+CHUNK_BYTES = 16 << 20
+FIRST_CHUNK_BYTES = 2 << 20
 #: Largest batch yielded (spans).
 BATCH_SPANS = 200_000
 
@@ -1240,6 +1243,7 @@ def _framed(stream: IO[bytes], decoder: _Decoder) -> Iterator[Rows | Reject]:
     stops: list[int] = []
     offsets: list[int] = []
     used = offset = 0
+    limit = FIRST_CHUNK_BYTES
     header = bytearray(4)
     while True:
         got = _read_into(stream, memoryview(header))
@@ -1262,9 +1266,10 @@ def _framed(stream: IO[bytes], decoder: _Decoder) -> Iterator[Rows | Reject]:
                 excerpt(header.hex(" ")),
             )
             break
-        if used and used + size > len(buf):
+        if used and used + size > limit:
             yield from decoder.run(buf, starts, stops, offsets)
             starts, stops, offsets, used = [], [], [], 0
+            limit = min(2 * limit, len(buf))
         if size > len(buf):
             buf = np.empty(size, np.uint8)
         got = _read_into(stream, memoryview(buf)[used : used + size])  # type: ignore[arg-type]
