@@ -22,12 +22,14 @@ rendered by the DuckDB path's own Python function (rare).
 Measured on the benchmark's 1M spans (``benchmarks/data/otlp_1000000.jsonl``, 567 MiB,
 ~10,000 spans a line) on 2 cores shared with other jobs (load 2-5, so CPU seconds are the
 steadier figure; the protobuf path measured 122k spans/s end to end at the same time, not
-the 230k of a quiet machine): the scan ~2.4-3.8 CPU-us a span, the Arrow columns ~2-2.9
-(half of it otlp_proto's byte gather), the reader alone ~7-8 CPU-us a span against ~10-11
-for the DuckDB path; ``latkit.open().load()`` end to end 69k spans/s (14.4 s) against
-40k (24.7 s). A plain numba loop over the same bytes costs 0.1 us a span, and a generic
-JSON validator written like this scanner as much as the scanner: the per-string and
-per-call work, not the structure, is where a faster scanner would have to win.
+the 230k of a quiet machine): the scan ~1.7-2.2 CPU-us a span (2.6-3.4 before its kernels
+dropped reference counting, see ``compile_kernels``), the Arrow columns ~2-2.9 (half of it
+otlp_proto's byte gather), the reader alone ~5-6 CPU-us a span (6.5-7.3 before) against
+~10-11 for the DuckDB path; ``latkit.open().load()`` end to end (measured before the
+reference counting went) 69k spans/s (14.4 s) against 40k (24.7 s). A plain numba loop over
+the same bytes costs 0.1 us a span, and a generic JSON validator written like this scanner
+as much as the scanner had then: the per-string and per-call work, not the structure, is
+where a faster scanner would have to win.
 
 The scanner is deliberately strict: anything it is not sure to read *exactly* as the DuckDB
 path does makes it give up on that line (or document), which then goes to DuckDB: base64 or
@@ -129,13 +131,25 @@ _compiled = False
 
 
 def _kernel(fn: _F) -> _F:
-    """Mark ``fn`` for numba; ``compile_kernels`` swaps in ``numba.njit(cache=True)(fn)``."""
+    """Mark ``fn`` for numba; ``compile_kernels`` swaps in ``numba.njit(cache=True, ...)(fn)``."""
     _KERNELS.append(fn)
     return fn
 
 
 def compile_kernels() -> None:
-    """Import numba and compile the scanner (first call only; cached on disk after)."""
+    """Import numba and compile the scanner (first call only; cached on disk after).
+
+    The kernels are compiled without numba's reference counting (``_nrt=False``, the
+    ``flags.nrt`` option numba keeps for code that never allocates): with it, every array
+    handed to a helper or taken out of the ``tabs`` tuple (``tabs[SPANS]``, a row view) costs
+    an atomic incref and decref (the compiled ``_document`` had 327 increfs and 1051 decrefs
+    in its IR). Without, the scan of the benchmark's 1M spans went from 2.6-3.4 to 1.7-2.2
+    CPU-s (medians 3.1 and 1.8; 8 interleaved runs each, 2 shared cores), the whole read
+    from 6.5-7.3 to 4.9-6.0 (with the reused copy in ``Scanner.spans``). So no kernel may
+    allocate (no ``np.empty``, ``.copy()``, slice assignment between arrays, new arrays
+    returned): numba refuses to compile one that does. ``Scanner.spans`` allocates the
+    scratch arrays and grows a full table itself.
+    """
     global _compiled
     if not _compiled:
         import numba
@@ -145,11 +159,13 @@ def compile_kernels() -> None:
         otlp_proto._compile()  # the column builders' gather
 
         for fn in _KERNELS:
-            if fn.__name__ in _INLINE:
-                compiled = numba.njit(cache=True, nogil=True, inline="always")(fn)
-            else:
-                compiled = numba.njit(cache=True, nogil=True)(fn)
-            globals()[fn.__name__] = compiled
+            options: dict[str, Any] = {  # a dict: numba's typed signature lacks _nrt
+                "cache": True,
+                "nogil": True,
+                "inline": "always" if fn.__name__ in _INLINE else "never",
+                "_nrt": False,
+            }
+            globals()[fn.__name__] = numba.njit(**options)(fn)
         _compiled = True
 
 
@@ -1071,7 +1087,6 @@ def _document(
     return pos
 
 
-@_kernel
 def _grown(a: np.ndarray) -> np.ndarray:
     b = np.empty((2 * a.shape[0] + 64, a.shape[1]), np.int64)
     b[: a.shape[0]] = a
@@ -1086,41 +1101,34 @@ def _scan(
     tabs: tuple[np.ndarray, ...],
     counts: np.ndarray,
     failed: np.ndarray,
-) -> tuple[np.ndarray, ...]:
-    """Scan the documents ``buf[offsets[m]:offsets[m+1]]`` (lines, or one document) into the
-    tables. A document that fails adds no rows and sets ``failed[m]``; a blank one is fine.
-    When a table is full, the document's bytes are restored from ``orig`` (the scan edits
-    them in place), the table doubled and the document scanned again."""
-    err = np.zeros(3, np.int64)
-    saved = counts.copy()
-    for m in range(len(offsets) - 1):
+    err: np.ndarray,
+    saved: np.ndarray,
+    m: int,
+) -> tuple[int, int]:
+    """Scan the documents ``buf[offsets[m]:offsets[m+1]]`` (lines, or one document) from
+    ``m`` on into the tables. A document that fails adds no rows and sets ``failed[m]``; a
+    blank one is fine. When a table is full, the document's rows are dropped, its bytes
+    restored from ``orig`` (the scan edits them in place) and (that document, that table)
+    returned, for the caller to grow the table and scan again from there; (-1, -1) when all
+    are scanned. ``err`` (3) and ``saved`` (as ``counts``) are scratch."""
+    n = len(offsets) - 1
+    while m < n:
         start, stop = offsets[m], offsets[m + 1]
         failed[m] = False
-        if _ws(buf, start, stop) == stop:
-            continue
-        while True:
-            saved[:] = counts
+        if _ws(buf, start, stop) != stop:
+            for t in range(len(counts)):
+                saved[t] = counts[t]
             err[0] = 0
-            if _document(buf, start, stop, tabs, counts, err) >= 0:
-                break
-            counts[:] = saved
-            buf[start:stop] = orig[start:stop]
-            if err[0] != E_FULL:
+            if _document(buf, start, stop, tabs, counts, err) < 0:
+                for t in range(len(counts)):
+                    counts[t] = saved[t]
+                for i in range(start, stop):
+                    buf[i] = orig[i]
+                if err[0] == E_FULL:
+                    return m, err[2]
                 failed[m] = True
-                break
-            t = err[2]
-            tabs = (
-                _grown(tabs[0]) if t == 0 else tabs[0],
-                _grown(tabs[1]) if t == 1 else tabs[1],
-                _grown(tabs[2]) if t == 2 else tabs[2],
-                _grown(tabs[3]) if t == 3 else tabs[3],
-                _grown(tabs[4]) if t == 4 else tabs[4],
-                _grown(tabs[5]) if t == 5 else tabs[5],
-                _grown(tabs[6]) if t == 6 else tabs[6],
-                _grown(tabs[7]) if t == 7 else tabs[7],
-                _grown(tabs[8]) if t == 8 else tabs[8],
-            )
-    return tabs
+        m += 1
+    return -1, -1
 
 
 # --------------------------------------------------------------------------- Arrow columns
@@ -1240,11 +1248,13 @@ def _columns(buf: np.ndarray, tabs: tuple[np.ndarray, ...], counts: np.ndarray) 
 
 
 class Scanner:
-    """Scans chunks of OTLP/JSON; keeps its tables between chunks so they grow only once."""
+    """Scans chunks of OTLP/JSON; keeps its tables, and the buffer the scan edits, between
+    chunks so they grow only once."""
 
     def __init__(self) -> None:
         compile_kernels()
         self.tabs = tuple(np.empty((1024, w), np.int64) for w in WIDTHS)
+        self.scratch = np.empty(0, np.uint8)
 
     def spans(self, data: bytes, offsets: np.ndarray) -> tuple[pa.Table | None, np.ndarray] | None:
         """The spans of the documents ``data[offsets[m]:offsets[m+1]]`` that this path can
@@ -1259,7 +1269,13 @@ class Scanner:
         except pa.ArrowInvalid:
             return None
         orig = np.frombuffer(data, np.uint8, count=end)
-        buf = orig.copy()
+        # The scan edits a copy. A fresh copy of each chunk cost ~0.4 CPU-s on the benchmark's
+        # 1M spans (567 MiB), nearly all of it the kernel faulting in and zeroing new pages;
+        # copying into the previous chunk's buffer costs ~0.1.
+        if len(self.scratch) < end:
+            self.scratch = np.empty(end + end // 4, np.uint8)
+        buf = self.scratch[:end]
+        np.copyto(buf, orig)
         size = end
         self.tabs = tuple(
             t if len(t) * per >= size else np.empty((size // per + 64, t.shape[1]), np.int64)
@@ -1267,7 +1283,31 @@ class Scanner:
         )
         counts = np.zeros(len(WIDTHS), np.int64)
         failed = np.zeros(len(offsets) - 1, np.bool_)
-        self.tabs = _scan(buf, orig, offsets.astype(np.int64), self.tabs, counts, failed)
+        err, saved = np.zeros(3, np.int64), np.zeros(len(WIDTHS), np.int64)
+        offsets = offsets.astype(np.int64)
+        m = 0
+        while True:
+            m, full = _scan(buf, orig, offsets, self.tabs, counts, failed, err, saved, m)
+            if m < 0:
+                break
+            self.tabs = tuple(_grown(t) if i == full else t for i, t in enumerate(self.tabs))
         if not counts[SPANS]:
             return None, failed
-        return _columns(buf, self.tabs, counts), failed
+        table = _columns(buf, self.tabs, counts)
+        if _points_into(table, buf):  # the next chunk must not overwrite what the table shows
+            self.scratch = np.empty(0, np.uint8)
+        return table, failed
+
+
+def _points_into(table: pa.Table, buf: np.ndarray) -> bool:
+    """Whether any of ``table``'s Arrow buffers lies in ``buf``'s memory. (None does: the
+    column builders gather the bytes they keep. This guards reusing ``buf`` if one ever
+    makes a zero-copy column of it.)"""
+    low = buf.ctypes.data
+    high = low + buf.nbytes
+    for column in table.columns:
+        for chunk in column.chunks:
+            for b in chunk.buffers():
+                if b is not None and b.size and b.address < high and low < b.address + b.size:
+                    return True
+    return False

@@ -23,8 +23,9 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, TracesData
 
 from latkit.ingest import Reject, Rows, Source, otlp_json
-from latkit.ingest._otlp_json_fast import Scanner
+from latkit.ingest._otlp_json_fast import BYTES_PER_ROW, Scanner, _points_into
 from latkit.ingest.otlp_json import _line_offsets
+from latkit.ingest.otlp_proto import EVENT_ATTRS, SPAN_ATTRS
 from latkit.schema import SPAN_KINDS, SPAN_STAGING, SPAN_STATUSES
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "otlp"
@@ -234,6 +235,56 @@ def test_a_mixed_chunk_keeps_line_numbers_for_its_rejects(tmp: Path) -> None:
     table, rejects = both(path)
     assert [r.position for r in rejects] == ["line 2", "line 6"]
     assert table.num_rows == read(FIXTURES / "spans.jsonl")[0].num_rows
+
+
+def test_a_full_table_grows_and_its_document_is_scanned_again(tmp: Path) -> None:
+    """More attributes than the tables were sized for: the scan stops at that document,
+    restores its bytes (the escape in its name was already undone in place), the full table
+    doubles, and the scan starts again at that document, as many times as it takes."""
+    many = [{"key": f"k{i}", "value": {}} for i in range(5000)]
+    events = [{"name": "e", "attributes": many[:1500]}, {"attributes": many[1500:3000]}]
+    span = {**BASE, "name": "X", "attributes": many, "events": events}
+    big = span_line(span).replace('"X"', '"a\\\\u0041"')  # JSON for the text a\\u0041
+    small = span_line(BASE)
+    data = "\n".join([small, "{oops", big, small]).encode() + b"\n"
+    scanner = Scanner()
+    size = len(data)  # the tables spans() starts from:
+    sized = [1024 if 1024 * per >= size else size // per + 64 for per in BYTES_PER_ROW]
+    scanned = scanner.spans(data, _line_offsets(data, len(data), False))
+    assert scanned is not None and scanned[0] is not None
+    assert np.flatnonzero(scanned[1]).tolist() == [1]
+    grown = [len(t) for t in scanner.tabs]
+    assert grown[SPAN_ATTRS] > sized[SPAN_ATTRS] and grown[EVENT_ATTRS] > 2 * sized[EVENT_ATTRS]
+    rows = scanned[0].to_pylist()
+    assert [r["name"] for r in rows] == ["n", "a\\u0041", "n"]
+    assert [len(r["attributes"]) for r in rows] == [0, 5000, 0]
+    table, rejects = both(write(tmp, data))
+    assert table.to_pylist() == rows and [r.position for r in rejects] == ["line 2"]
+
+
+def test_a_scanner_reuses_its_buffer_but_not_under_a_table_that_shows_it() -> None:
+    """The scan edits a copy of each chunk, kept for the next chunk; the table of the first
+    chunk does not change when the second is scanned."""
+    scanner = Scanner()
+    first = (span_line({**BASE, "name": "X"}).replace('"X"', '"caf\\u00e9"') + "\n").encode()
+    second = (span_line({**BASE, "name": "other", "spanId": "ef" * 8}) + "\n").encode()
+    one = scanner.spans(first, _line_offsets(first, len(first), False))
+    assert one is not None and one[0] is not None
+    kept = one[0].to_pylist()
+    buffer = scanner.scratch
+    two = scanner.spans(second, _line_offsets(second, len(second), False))
+    assert two is not None and two[0] is not None
+    assert scanner.scratch is buffer and one[0].to_pylist() == kept
+    assert kept[0]["name"] == "caf\u00e9" and two[0]["name"].to_pylist() == ["other"]
+    buf = scanner.scratch[: len(second)]
+    shows = pa.table(
+        {
+            "x": pa.StringArray.from_buffers(
+                1, pa.py_buffer(np.array([0, 3], np.int32)), pa.py_buffer(buf)
+            )
+        }
+    )
+    assert _points_into(shows, buf) and not _points_into(two[0], buf)
 
 
 # --------------------------------------------------------------------------- random messages
