@@ -63,6 +63,10 @@ PROBE_BYTES = 32 << 20
 MAX_RECORD_BYTES = 512 << 20
 #: Largest piece asked of the decompressor at once: a stream that breaks loses no more.
 _PIECE = 1 << 20
+#: Rows per batch that readers aim at: one DuckDB row group. The workbook inserts whole row
+#: groups (an INSERT of fewer rows costs more per row and can set off a checkpoint of the
+#: table: ``latkit.workbook.ROW_GROUP_ROWS``).
+BATCH_ROWS = 122_880
 
 _MAGIC = {
     b"\x1f\x8b": "gzip",

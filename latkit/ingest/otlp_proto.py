@@ -51,20 +51,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from latkit.ingest import LoadError, Reject, Rows, Source, excerpt
+from latkit.ingest import BATCH_ROWS, LoadError, Reject, Rows, Source, excerpt
 from latkit.schema import KEY_VALUES, SPAN_EVENT, SPAN_KINDS, SPAN_LINK, SPAN_STAGING, SPAN_STATUSES
 
 FORMAT = "otlp_proto"
 
 #: Largest single message (or frame) read; anything claiming more is refused, not allocated.
 MAX_MESSAGE_BYTES = 1 << 30
-#: Framed messages are decoded together until they hold about this many bytes; the first
-#: runs are smaller, so that the workbook starts inserting early (it inserts one batch while
-#: the next is decoded: the first decode and the last insert are the time nothing overlaps).
-CHUNK_BYTES = 16 << 20
-FIRST_CHUNK_BYTES = 2 << 20
-#: Largest batch yielded (spans).
-BATCH_SPANS = 200_000
+#: The buffer framed messages are read into: a batch never holds more message bytes.
+CHUNK_BYTES = 48 << 20
+#: Framed messages are decoded as they are read, this many bytes at a time.
+DECODE_BYTES = 2 << 20
+#: Spans a batch holds (whole messages: it may hold more, and the last one fewer). The
+#: workbook inserts whole DuckDB row groups (``latkit.ingest.BATCH_ROWS``): batches of
+#: that size go in as they are, and the first one is ready early.
+BATCH_SPANS = BATCH_ROWS
 
 # --------------------------------------------------------------------------- the wire decoder
 #
@@ -1186,30 +1187,50 @@ def _columns(buf: np.ndarray, tabs: tuple[np.ndarray, ...], counts: np.ndarray) 
 # --------------------------------------------------------------------------- the file
 
 
-class _Decoder:
-    """Decodes runs of messages; keeps its tables between runs so they grow only once."""
+def _grown(table: np.ndarray, rows: int, used: int) -> np.ndarray:
+    """``table`` with room for ``rows`` rows, its first ``used`` kept."""
+    out = np.empty((rows, table.shape[1]), np.int64)
+    out[:used] = table[:used]
+    return out
 
-    def __init__(self, batch_spans: int, header: int) -> None:
-        self.batch_spans = batch_spans
+
+class _Decoder:
+    """Decodes messages into its tables, run after run, until asked for the Arrow batch;
+    keeps the tables between batches so that they grow only once."""
+
+    def __init__(self, header: int) -> None:
         self.header = header  # bytes before each message in the file: 4 when framed
         self.tabs = tuple(np.empty((1024, w), np.int64) for w in WIDTHS)
+        self.counts = np.zeros(len(WIDTHS), np.int64)
+
+    @property
+    def spans(self) -> int:
+        """Spans decoded since the last batch."""
+        return int(self.counts[SPANS])
 
     def run(
         self, buf: np.ndarray, starts: list[int], stops: list[int], file_offsets: list[int]
-    ) -> Iterator[Rows | Reject]:
-        """Rows for the messages ``buf[starts[i]:stops[i]]`` (found at ``file_offsets[i]``
-        in the file) and a Reject for each corrupt one, positioned at its frame header."""
-        counts = np.zeros(len(WIDTHS), np.int64)
+    ) -> Iterator[Reject]:
+        """Decode the messages ``buf[starts[i]:stops[i]]`` (found at ``file_offsets[i]`` in
+        the file), which must stay in ``buf`` until the next ``batch``; a Reject for each
+        corrupt one, positioned at its frame header."""
+        if not starts:
+            return
         failures = np.zeros((len(starts), 2), np.int64)
         # Size the tables for typical OTLP so that growing (which decodes a message again)
         # is rare: rows expected per byte of message, by table.
-        size = sum(stops) - sum(starts)
+        size = stops[-1]  # message bytes in ``buf`` since the last batch
         self.tabs = tuple(
-            t if len(t) * per >= size else np.empty((size // per + 64, t.shape[1]), np.int64)
-            for t, per in zip(self.tabs, BYTES_PER_ROW, strict=True)
+            t if len(t) * per >= size else _grown(t, size // per + 64, int(n))
+            for t, per, n in zip(self.tabs, BYTES_PER_ROW, self.counts, strict=True)
         )
         self.tabs = _decode(
-            buf, np.array(starts, np.int64), np.array(stops, np.int64), self.tabs, counts, failures
+            buf,
+            np.array(starts, np.int64),
+            np.array(stops, np.int64),
+            self.tabs,
+            self.counts,
+            failures,
         )
         for m in np.flatnonzero(failures[:, 0]).tolist():
             at = int(failures[m, 1])
@@ -1219,10 +1240,13 @@ class _Decoder:
                 reason=f"{REASONS[int(failures[m, 0])]} (at byte {where}); message skipped",
                 excerpt=excerpt(buf[at : at + 40].tobytes().hex(" ")),
             )
-        if counts[SPANS]:
-            table = _columns(buf, self.tabs, counts)
-            for batch in table.to_batches(max_chunksize=self.batch_spans):
-                yield Rows("spans", batch, read=batch.num_rows)
+
+    def batch(self, buf: np.ndarray) -> Iterator[Rows]:
+        """The spans decoded since the last batch, as one Arrow batch (none if none)."""
+        if self.counts[SPANS]:
+            table = _columns(buf, self.tabs, self.counts)
+            yield Rows("spans", table, read=table.num_rows)
+        self.counts[:] = 0
 
 
 def _read_into(stream: IO[bytes], view: memoryview) -> int:
@@ -1236,15 +1260,25 @@ def _read_into(stream: IO[bytes], view: memoryview) -> int:
     return got
 
 
-def _framed(stream: IO[bytes], decoder: _Decoder) -> Iterator[Rows | Reject]:
-    """Collector file-exporter framing: 4-byte big-endian length, then the message."""
+def _framed(stream: IO[bytes], decoder: _Decoder, batch_spans: int) -> Iterator[Rows | Reject]:
+    """Collector file-exporter framing: 4-byte big-endian length, then the message.
+
+    Messages are read into one buffer and decoded a few MB at a time; once ``batch_spans``
+    spans are decoded (or the buffer is full) they become one batch, and the buffer is
+    used again from its start."""
     buf = np.empty(CHUNK_BYTES, np.uint8)
     starts: list[int] = []
     stops: list[int] = []
     offsets: list[int] = []
+    decoded = 0  # messages of ``starts`` decoded so far
     used = offset = 0
-    limit = FIRST_CHUNK_BYTES
     header = bytearray(4)
+
+    def decode() -> Iterator[Reject]:
+        nonlocal decoded
+        yield from decoder.run(buf, starts[decoded:], stops[decoded:], offsets[decoded:])
+        decoded = len(starts)
+
     while True:
         got = _read_into(stream, memoryview(header))
         if got == 0:
@@ -1266,15 +1300,16 @@ def _framed(stream: IO[bytes], decoder: _Decoder) -> Iterator[Rows | Reject]:
                 excerpt(header.hex(" ")),
             )
             break
-        if used and used + size > limit:
-            yield from decoder.run(buf, starts, stops, offsets)
-            starts, stops, offsets, used = [], [], [], 0
-            limit = min(2 * limit, len(buf))
+        if used and used + size > len(buf):
+            yield from decode()
+            yield from decoder.batch(buf)
+            starts, stops, offsets, used, decoded = [], [], [], 0, 0
         if size > len(buf):
             buf = np.empty(size, np.uint8)
         got = _read_into(stream, memoryview(buf)[used : used + size])  # type: ignore[arg-type]
         if got < size:
-            yield from decoder.run(buf, starts, stops, offsets)
+            yield from decode()
+            yield from decoder.batch(buf)
             yield Reject(
                 f"byte {offset}",
                 f"truncated frame: its header says {size} bytes, the file ends after {got}",
@@ -1286,7 +1321,13 @@ def _framed(stream: IO[bytes], decoder: _Decoder) -> Iterator[Rows | Reject]:
         offsets.append(offset + 4)
         used += size
         offset += 4 + size
-    yield from decoder.run(buf, starts, stops, offsets)
+        if used - starts[decoded] >= DECODE_BYTES:
+            yield from decode()
+            if decoder.spans >= batch_spans:
+                yield from decoder.batch(buf)
+                starts, stops, offsets, used, decoded = [], [], [], 0, 0
+    yield from decode()
+    yield from decoder.batch(buf)
 
 
 def _single(stream: IO[bytes], source: Source, decoder: _Decoder) -> Iterator[Rows | Reject]:
@@ -1302,11 +1343,14 @@ def _single(stream: IO[bytes], source: Source, decoder: _Decoder) -> Iterator[Ro
             )
     buf = np.frombuffer(data, np.uint8)
     yield from decoder.run(buf, [0], [len(data)], [0])
+    yield from decoder.batch(buf)
 
 
 def read(source: Source, **options: object) -> Iterator[Rows | Reject]:
-    """The spans of an OTLP protobuf file, one ``Rows("spans", batch)`` per batch of up to
-    ``batch_spans`` (default 200,000) spans, and one ``Reject`` per corrupt message.
+    """The spans of an OTLP protobuf file, one ``Rows("spans", batch)`` per batch, and one
+    ``Reject`` per corrupt message. A batch holds whole messages: at least ``batch_spans``
+    spans (default ``BATCH_SPANS``) except the last, fewer where the read buffer
+    (``CHUNK_BYTES``) fills first; a single unframed message is one batch.
 
     >>> from latkit.ingest import Source
     >>> rows = [r for r in read(Source.of("tests/fixtures/otlp/framed.pb"))]
@@ -1327,10 +1371,10 @@ def read(source: Source, **options: object) -> Iterator[Rows | Reject]:
         )
     try:
         _compile()
-        decoder = _Decoder(batch_spans, 4 if layout == "framed" else 0)
+        decoder = _Decoder(4 if layout == "framed" else 0)
         with source.open() as stream:
             if layout == "framed":
-                yield from _framed(stream, decoder)
+                yield from _framed(stream, decoder, batch_spans)
             else:
                 yield from _single(stream, source, decoder)
     except LoadError:

@@ -148,10 +148,29 @@ def test_compressed_framed_file_reads_the_same(compress: Any, tmp: Path) -> None
     assert read_all(path)[0] == read_all(FIXTURES / "framed.pb")[0]
 
 
-def test_batches_stay_within_batch_spans() -> None:
-    items = list(otlp_proto.read(Source.of(FIXTURES / "single.pb"), batch_spans=5))
+@pytest.mark.parametrize(("batch_spans", "sizes"), [(5, [7, 9, 8]), (8, [16, 8]), (17, [24])])
+def test_batches_hold_whole_messages_and_at_least_batch_spans(
+    batch_spans: int, sizes: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # framed.pb holds three messages of 7, 9 and 8 spans; decode after every message, and
+    # size the tables so that each decode regrows them (keeping the rows decoded before)
+    monkeypatch.setattr(otlp_proto, "DECODE_BYTES", 1)
+    monkeypatch.setattr(otlp_proto, "BYTES_PER_ROW", (1,) * len(otlp_proto.WIDTHS))
+    items = list(otlp_proto.read(Source.of(FIXTURES / "framed.pb"), batch_spans=batch_spans))
+    assert [i.batch.num_rows for i in items if isinstance(i, Rows)] == sizes
+    assert (
+        read_all(FIXTURES / "framed.pb", batch_spans=batch_spans)[0]
+        == read_all(FIXTURES / "framed.pb")[0]
+    )
+
+
+def test_a_full_read_buffer_ends_a_batch_early(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(otlp_proto, "DECODE_BYTES", 1)
+    size = (FIXTURES / "framed.pb").stat().st_size
+    monkeypatch.setattr(otlp_proto, "CHUNK_BYTES", size // 2)  # room for one message or two
+    items = list(otlp_proto.read(Source.of(FIXTURES / "framed.pb"), batch_spans=100))
     sizes = [i.batch.num_rows for i in items if isinstance(i, Rows)]
-    assert max(sizes) == 5 and sum(sizes) == EXPECTED["n_spans"]
+    assert len(sizes) > 1 and sum(sizes) == EXPECTED["n_spans"]
 
 
 # --------------------------------------------------------------------------- detection
