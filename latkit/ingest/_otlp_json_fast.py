@@ -1138,11 +1138,7 @@ def _text(
     buf: np.ndarray, table: np.ndarray, rows: int, col: int, *, null_if_empty: bool = False
 ) -> pa.StringArray:
     """A string column; NULL where the string was absent (or, if asked, empty)."""
-    length = table[:rows, col + 1]
-    valid = length > 0 if null_if_empty else length >= 0
-    return _strings(
-        buf, table[:rows, col], np.maximum(length, 0), valid=None if valid.all() else valid
-    )
+    return _strings(buf, table[:rows, col], table[:rows, col + 1], null_if_empty=null_if_empty)
 
 
 def _prepare_values(buf: np.ndarray, kv: np.ndarray, extra: list[bytes], base: int) -> int:
@@ -1190,11 +1186,11 @@ def _columns(buf: np.ndarray, tabs: tuple[np.ndarray, ...], counts: np.ndarray) 
         return _key_values(buf, tabs[t], int(counts[t]), owners)
 
     resource_attrs = attributes(RESOURCE_ATTRS, n_res)
+    is_text = _col(resources, n_res, R_SERVICE_STATE) == 1
     service = _strings(
         buf,
         _col(resources, n_res, R_SERVICE),
-        _col(resources, n_res, R_SERVICE + 1),
-        valid=_col(resources, n_res, R_SERVICE_STATE) == 1,
+        np.where(is_text, _col(resources, n_res, R_SERVICE + 1), -1),  # NULL unless text
     ).fill_null("unknown_service")
     resource = _col(spans, n, S_RESOURCE)
     span_flags = _col(spans, n, S_FLAGS)

@@ -694,24 +694,18 @@ def _decode(
 @_kernel
 def _gather(
     src: np.ndarray,
-    side: np.ndarray,
     off: np.ndarray,
     length: np.ndarray,
-    from_side: np.ndarray,
     hexed: bool,
     offsets: np.ndarray,
     data: np.ndarray,
 ) -> int:
-    """Copy the byte ranges (``off``, ``length``) of ``src`` (of ``side`` where
-    ``from_side``, if given) to ``data`` at ``offsets``, hex-encoding them if ``hexed``.
-    Returns the OR of the bytes copied as they are (>= 0x80: not all ASCII)."""
+    """Copy the byte ranges (``off``, ``length``) of ``src`` to ``data`` at ``offsets``,
+    hex-encoding them if ``hexed`` (a negative length copies nothing). Returns the OR of
+    the bytes copied as they are (>= 0x80: not all ASCII)."""
     high = 0
-    use_side = len(from_side) > 0
     for i in range(len(off)):
-        if use_side and from_side[i]:
-            high |= _copy(side, off[i], length[i], data, offsets[i], hexed)
-        else:
-            high |= _copy(src, off[i], length[i], data, offsets[i], hexed)
+        high |= _copy(src, off[i], max(length[i], 0), data, offsets[i], hexed)
     return high
 
 
@@ -749,29 +743,44 @@ def _decimal_size(v: int) -> int:
 
 
 @_kernel
-def _text_offsets(length: np.ndarray, per_byte: int, offsets: np.ndarray) -> int:
-    """Arrow offsets (into ``offsets``) of strings of ``length * per_byte`` bytes; the total
-    (which may not fit: check it before use)."""
-    total = 0
+def _text_offsets(
+    length: np.ndarray, per_byte: int, null_if_empty: bool, offsets: np.ndarray, valid: np.ndarray
+) -> tuple[int, int]:
+    """Arrow offsets (into ``offsets``) of strings of ``length * per_byte`` bytes, and
+    ``valid``: False where the length is negative (absent) or, if ``null_if_empty``, 0.
+    Returns the total (which may not fit: check it before use) and the NULL count."""
+    total = nulls = 0
     for i in range(len(length)):
         offsets[i] = total
-        total += length[i] * per_byte
+        n = length[i]
+        if n < 0 or (null_if_empty and n == 0):
+            valid[i] = False
+            nulls += 1
+        else:
+            valid[i] = True
+            total += n * per_byte
     offsets[len(length)] = total
-    return total
+    return total, nulls
 
 
 @_kernel
 def _value_offsets(
-    kv: np.ndarray, side_offsets: np.ndarray, side_at: np.ndarray, offsets: np.ndarray
+    kv: np.ndarray,
+    side_offsets: np.ndarray,
+    side_at: np.ndarray,
+    offsets: np.ndarray,
+    valid: np.ndarray,
 ) -> int:
     """Arrow offsets (into ``offsets``) of the AnyValue rows of ``kv`` as text (see
-    ``_values``); their total, or -1 at the first double, array or kvlist when the side
-    array that renders those is not given (``side_at`` empty)."""
+    ``_values``), and ``valid`` (False for an unset value); their total, or -1 at the first
+    double, array or kvlist when the side array that renders those is not given
+    (``side_at`` empty)."""
     total = 0
     rare = len(side_at) > 0
     for i in range(len(offsets) - 1):
         offsets[i] = total
         kind = kv[i, K_TYPE]
+        valid[i] = kind != V_NONE
         if kind == V_STRING:
             total += kv[i, K_VALUE + 1]
         elif kind == V_BOOL:
@@ -789,16 +798,6 @@ def _value_offsets(
             return total  # over Arrow's limit: ``_sized`` refuses it
     offsets[len(offsets) - 1] = total
     return total
-
-
-@_kernel
-def _value_valid(kv: np.ndarray, valid: np.ndarray) -> bool:
-    """Whether each AnyValue row of ``kv`` is set (into ``valid``); False if all are."""
-    unset = False
-    for i in range(len(valid)):
-        valid[i] = kv[i, K_TYPE] != V_NONE
-        unset |= not valid[i]
-    return unset
 
 
 @_kernel
@@ -899,7 +898,6 @@ def _repeat_lists(
 # numpy passes over the attribute table per value kind, were most of the column time before.
 
 _NO_SIDE = np.zeros(0, np.uint8)
-_NOT_FROM_SIDE = np.zeros(0, np.bool_)
 _NO_OFFSETS = np.zeros(1, np.int32)
 _NO_INDEX = np.zeros(0, np.int64)
 MAX_TEXT = 2**31 - 1
@@ -931,16 +929,17 @@ def _strings(
     length: np.ndarray,
     *,
     hexed: bool = False,
-    valid: np.ndarray | None = None,
-    side: np.ndarray = _NO_SIDE,
-    from_side: np.ndarray = _NOT_FROM_SIDE,
+    null_if_empty: bool = False,
 ) -> pa.StringArray:
-    """A string column from byte ranges of ``buf`` (NULL where ``valid`` is False).
-    ``off`` and ``length`` may be strided columns of a decoder table."""
+    """A string column from byte ranges of ``buf``: NULL where the length is negative (an
+    absent string) or, if ``null_if_empty``, 0. ``off`` and ``length`` may be strided
+    columns of a decoder table."""
     offsets = np.empty(len(off) + 1, np.int32)
-    data = _sized(_text_offsets(length, 2 if hexed else 1, offsets))
-    high = _gather(buf, side, off, length, from_side, hexed, offsets, data)
-    return _string_array(offsets, data, high, valid)
+    valid = np.empty(len(off), np.bool_)
+    total, nulls = _text_offsets(length, 2 if hexed else 1, null_if_empty, offsets, valid)
+    data = _sized(total)
+    high = _gather(buf, off, length, hexed, offsets, data)
+    return _string_array(offsets, data, high, valid if nulls else None)
 
 
 def _valid_utf8(arr: pa.StringArray) -> pa.StringArray:
@@ -982,7 +981,8 @@ def _values(buf: np.ndarray, kv: np.ndarray) -> pa.StringArray:
     in Python first, into a side array the pass copies from. NULL for an unset value."""
     side_offsets, side_data, side_at = _NO_OFFSETS, _NO_SIDE, _NO_INDEX
     offsets = np.empty(len(kv) + 1, np.int32)
-    total = _value_offsets(kv, side_offsets, side_at, offsets)
+    valid = np.empty(len(kv), np.bool_)
+    total = _value_offsets(kv, side_offsets, side_at, offsets, valid)
     if total < 0:  # a double, array or kvlist: render those first
         kind = kv[:, K_TYPE]
         pieces: list[pa.Array] = []
@@ -1002,11 +1002,10 @@ def _values(buf: np.ndarray, kv: np.ndarray) -> pa.StringArray:
         side = pa.concat_arrays(pieces).fill_null("")  # unreadable nested values were NULL
         side_offsets = np.frombuffer(side.buffers()[1], np.int32)[side.offset :]
         side_data = np.frombuffer(side.buffers()[2] or b"", np.uint8)
-        total = _value_offsets(kv, side_offsets, side_at, offsets)
+        total = _value_offsets(kv, side_offsets, side_at, offsets, valid)
     data = _sized(total)
     high = _value_text(buf, kv, side_offsets, side_data, side_at, offsets, data)
-    valid = np.empty(len(kv), np.bool_)
-    return _string_array(offsets, data, high, valid if _value_valid(kv, valid) else None)
+    return _string_array(offsets, data, high, None if valid.all() else valid)
 
 
 def _doubles(x: np.ndarray) -> pa.StringArray:
@@ -1119,13 +1118,8 @@ def _columns(buf: np.ndarray, tabs: tuple[np.ndarray, ...], counts: np.ndarray) 
     def text(
         table: np.ndarray, rows: int, col: int, *, hexed: bool = False, null_if_empty: bool = False
     ) -> pa.StringArray:
-        length = table[:rows, col + 1]
         return _strings(
-            buf,
-            table[:rows, col],
-            length,
-            hexed=hexed,
-            valid=length > 0 if null_if_empty else None,
+            buf, table[:rows, col], table[:rows, col + 1], hexed=hexed, null_if_empty=null_if_empty
         )
 
     # Per resource: its attributes and service; each span takes those of its resource.
