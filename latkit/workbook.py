@@ -26,7 +26,6 @@ import pyarrow as pa
 
 from latkit import enrich, redact, schema
 from latkit.ingest import (
-    BATCH_ROWS,
     CorruptStream,
     LoadError,
     Reject,
@@ -547,15 +546,13 @@ _DONE = object()
 #: an in-memory database too, at a cost that grows with the table. Measured on the
 #: benchmark's 1M spans, in memory: inserts of 61,440 rows took 19.9 s in all (6.6 s with
 #: automatic checkpoints off), of 130,000 rows 4.9 s (the last, of 90,000, took 2.8 s of
-#: it), of 122,880 rows 2.3-2.8 s; of 245,760 rows 2.3 CPU-s on two threads.
-ROW_GROUP_ROWS = BATCH_ROWS
+#: it), of 122,880 or 200,000 rows 2.3-2.8 s.
+ROW_GROUP_ROWS = 122_880
 
 
 def _row_groups(items: Iterator[Rows | Reject]) -> Iterator[Rows | Reject]:
-    """``items`` with each table's batches joined until they make two row groups, so that
-    no insert but a file's last is smaller and DuckDB inserts on two threads. Batches of a
-    row group or more are joined without copying (a table of several chunks), smaller ones
-    into one. Rejects pass straight on."""
+    """``items`` with each table's batches of less than a row group joined until they make
+    one, so that no insert but a file's last is smaller. Rejects pass straight on."""
     pending: dict[str, list[Rows]] = {}
     rows: dict[str, int] = {}
 
@@ -565,13 +562,7 @@ def _row_groups(items: Iterator[Rows | Reject]) -> Iterator[Rows | Reject]:
         if len(parts) == 1:
             return parts[0]
         tables = [p.batch if isinstance(p.batch, pa.Table) else pa.table(p.batch) for p in parts]
-        whole = pa.concat_tables(tables)
-        if min(len(b) for b in whole.to_batches()) < ROW_GROUP_ROWS:
-            # DuckDB inserts a table's chunks in parallel, each into row groups of its own
-            # that it then merges: chunks of less than a row group cost a second copy
-            # there (1M OTLP/JSON spans in 56,000-row chunks: 1.7 s an insert of 400,000).
-            whole = whole.combine_chunks()
-        return Rows(table, whole, read=sum(p.records for p in parts))
+        return Rows(table, pa.concat_tables(tables), read=sum(p.records for p in parts))
 
     for item in items:
         if isinstance(item, Reject):
@@ -579,10 +570,22 @@ def _row_groups(items: Iterator[Rows | Reject]) -> Iterator[Rows | Reject]:
             continue
         pending.setdefault(item.table, []).append(item)
         rows[item.table] = rows.get(item.table, 0) + item.batch.num_rows
-        if rows[item.table] >= 2 * ROW_GROUP_ROWS:
-            yield joined(item.table)
+        if rows[item.table] >= ROW_GROUP_ROWS:
+            yield _contiguous(joined(item.table))
     for table in list(pending):
-        yield joined(table)
+        yield _contiguous(joined(table))
+
+
+def _contiguous(item: Rows) -> Rows:
+    """``item`` with its chunks joined into one if any is under a row group. DuckDB inserts
+    a table's chunks in parallel, each into row groups of its own that it then merges:
+    small chunks cost a second copy there (1M OTLP/JSON spans in 56,000-row chunks: 1.7 s
+    an insert of 400,000)."""
+    batch = item.batch
+    chunks = batch.to_batches() if isinstance(batch, pa.Table) else [batch]
+    if len(chunks) > 1 and min(len(b) for b in chunks) < ROW_GROUP_ROWS:
+        return Rows(item.table, batch.combine_chunks(), read=item.records)
+    return item
 
 
 def _prefetch(items: Iterator[T], depth: int = 1) -> Iterator[T]:

@@ -244,7 +244,7 @@ def test_load_reports_progress_before_each_file_and_checks_paths_first(tmp_path:
     assert wb.sql("select count(*) as n from loads")["n"][0] == 2  # single.pb was not loaded
 
 
-def test_batches_are_regrouped_into_inserts_of_two_row_groups_or_the_rest() -> None:
+def test_small_batches_are_joined_into_inserts_of_a_row_group_or_the_rest() -> None:
     import pyarrow as pa
 
     from latkit.ingest import Reject, Rows
@@ -253,27 +253,26 @@ def test_batches_are_regrouped_into_inserts_of_two_row_groups_or_the_rest() -> N
     def rows(table: str, n: int, read: int | None = None) -> Rows:
         return Rows(table, pa.table({"x": pa.array(range(n), pa.int64())}), read=read)
 
-    small, big = ROW_GROUP_ROWS // 3, 2 * ROW_GROUP_ROWS + 5
+    small, big = ROW_GROUP_ROWS // 3, ROW_GROUP_ROWS + 5
     reject = Reject("line 9", "bad")
     items = [
         rows("queries", small, read=small + 1),
         rows("connections", 7),
         reject,
         rows("queries", small),
-        rows("queries", big),  # joins the two small ones: over two row groups
+        rows("queries", small),  # the three make a row group
         rows("queries", big),  # alone is enough
-        rows("queries", ROW_GROUP_ROWS + 10),  # one row group is not: held
-        rows("queries", small),  # and joined with the rest, at the end
+        rows("queries", small),  # the rest, at the end
     ]
     out = list(_row_groups(iter(items)))
     assert out[0] is reject  # rejects are not held
     got = [(o.table, o.batch.num_rows, o.records) for o in out[1:] if isinstance(o, Rows)]
     assert got == [
-        ("queries", 2 * small + big, 2 * small + big + 1),
+        ("queries", 3 * small, 3 * small + 1),
         ("queries", big, big),
         ("connections", 7, 7),  # what is left at the end, table by table
-        ("queries", ROW_GROUP_ROWS + 10 + small, ROW_GROUP_ROWS + 10 + small),
+        ("queries", small, small),
     ]
     first = out[1].batch
     assert first.column("x").num_chunks == 1  # small batches are joined into one chunk
-    assert first.column("x").to_pylist() == [*range(small), *range(small), *range(big)]
+    assert first.column("x").to_pylist() == [*range(small)] * 3

@@ -62,9 +62,8 @@ MAX_MESSAGE_BYTES = 1 << 30
 CHUNK_BYTES = 48 << 20
 #: Framed messages are decoded as they are read, this many bytes at a time.
 DECODE_BYTES = 2 << 20
-#: Spans a batch holds (whole messages: it may hold more, and the last one fewer). The
-#: workbook inserts whole DuckDB row groups (``latkit.ingest.BATCH_ROWS``): batches of
-#: that size go in as they are, and the first one is ready early.
+#: Spans a batch holds (whole messages: it may hold more, and the last one fewer): see
+#: ``latkit.ingest.BATCH_ROWS``.
 BATCH_SPANS = BATCH_ROWS
 
 # --------------------------------------------------------------------------- the wire decoder
