@@ -20,16 +20,15 @@ decodes base64 ``bytesValue``; doubles are parsed by Arrow in bulk, array and kv
 rendered by the DuckDB path's own Python function (rare).
 
 Measured on the benchmark's 1M spans (``benchmarks/data/otlp_1000000.jsonl``, 567 MiB,
-~10,000 spans a line) on 2 cores shared with other jobs (load 2-5, so CPU seconds are the
-steadier figure; the protobuf path measured 122k spans/s end to end at the same time, not
-the 230k of a quiet machine): the scan ~1.7-2.2 CPU-us a span (2.6-3.4 before its kernels
-dropped reference counting, see ``compile_kernels``), the Arrow columns ~2-2.9 (half of it
-otlp_proto's byte gather), the reader alone ~5-6 CPU-us a span (6.5-7.3 before) against
-~10-11 for the DuckDB path; ``latkit.open().load()`` end to end (measured before the
-reference counting went) 69k spans/s (14.4 s) against 40k (24.7 s). A plain numba loop over
-the same bytes costs 0.1 us a span, and a generic JSON validator written like this scanner
-as much as the scanner had then: the per-string and per-call work, not the structure, is
-where a faster scanner would have to win.
+~10,000 spans a line), CPU seconds being the steadier figure on a shared machine: the scan
+~1.7-2.2 CPU-us a span (2.6-3.4 before its kernels dropped reference counting, see
+``compile_kernels``), the Arrow columns ~1.6-2 (otlp_proto's compiled builders; the byte
+gather is most of it, bound by memory rather than by the instructions), the reader alone
+~5 CPU-us a span against ~10-11 for the DuckDB path; ``latkit.open().load()`` end to end
+5.3-6.9 s (``benchmarks/ingest_otlp.py --cases jsonl``). A plain numba loop over the same
+bytes costs 0.1 us a span, and a generic JSON validator written like this scanner as much
+as the scanner had then: the per-string and per-call work, not the structure, is where a
+faster scanner would have to win.
 
 The scanner is deliberately strict: anything it is not sure to read *exactly* as the DuckDB
 path does makes it give up on that line (or document), which then goes to DuckDB: base64 or
