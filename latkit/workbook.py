@@ -593,12 +593,12 @@ def _prefetch(items: Iterator[T], depth: int = 1) -> Iterator[T]:
 
     A reader decoding the next batch (numba, DuckDB and Arrow all release the GIL) then
     overlaps with the workbook enriching and inserting the previous one: on two cores that
-    is most of the difference between the two added up and the slower of the two.
-    Exceptions are raised here, in order; stopping early stops the reader too.
+    is most of the difference between the two added up and the slower of the two. A load
+    chains two of these (reader, enrichment, inserts). Exceptions are raised here, in
+    order; stopping early stops the reader too.
 
     Batches are large (200,000 spans are about 100 MB of Arrow), so neither side keeps one
-    it has handed on: at most the one being inserted, ``depth`` waiting and the one being
-    made are alive.
+    it has handed on: per stage, at most ``depth`` waiting and the one being made are alive.
     """
     slots: queue.Queue[Any] = queue.Queue(maxsize=depth)
     stop = threading.Event()
