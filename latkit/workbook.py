@@ -352,12 +352,12 @@ class Workbook:
         plan_offset = self._next_plan_id()
         unchecked = 0  # bytes inserted since the last checkpoint
         try:
-            # Three stages, each on its own thread: the reader, the enrichment, the inserts
-            # (here). Which is the slowest depends on the format (OTLP protobuf: the
-            # inserts; PostgreSQL logs: the reader), and on two cores the others overlap it.
-            read = _prefetch(reader.read(source, **options))
-            staged = _prefetch(_row_groups(self._stage(item) for item in read))
-            for item in staged:
+            # The reader and the enrichment run on a background thread, the inserts here:
+            # on two cores the two sides overlap (see ``_prefetch``). A third stage (the
+            # enrichment on a thread of its own) measured no faster and held one more batch:
+            # 10M OTLP spans on disk peaked at 1,424 MiB against 1,246 MiB, in 66 s against 68.
+            staged = (self._stage(item) for item in reader.read(source, **options))
+            for item in _prefetch(_row_groups(staged)):
                 if isinstance(item, Reject):
                     file_report.rejected += 1
                     file_report.read += 1
@@ -593,12 +593,12 @@ def _prefetch(items: Iterator[T], depth: int = 1) -> Iterator[T]:
 
     A reader decoding the next batch (numba, DuckDB and Arrow all release the GIL) then
     overlaps with the workbook enriching and inserting the previous one: on two cores that
-    is most of the difference between the two added up and the slower of the two. A load
-    chains two of these (reader, enrichment, inserts). Exceptions are raised here, in
-    order; stopping early stops the reader too.
+    is most of the difference between the two added up and the slower of the two.
+    Exceptions are raised here, in order; stopping early stops the reader too.
 
     Batches are large (200,000 spans are about 100 MB of Arrow), so neither side keeps one
-    it has handed on: per stage, at most ``depth`` waiting and the one being made are alive.
+    it has handed on: at most the one being inserted, ``depth`` waiting and the one being
+    made are alive.
     """
     slots: queue.Queue[Any] = queue.Queue(maxsize=depth)
     stop = threading.Event()
