@@ -891,10 +891,11 @@ def _repeat_lists(
 
 # --------------------------------------------------------------------------- Arrow columns
 #
-# Every column is built by a compiled pass that writes straight into buffers sized first in
-# numpy: the kernels never allocate, so they are compiled without numba's reference counting
-# (see ``_compile``). Arrow's own ``take`` of the per-resource attributes onto each span, and
-# numpy passes over the attribute table per value kind, were most of the column time before.
+# Every column is built by compiled passes: one sizes it (offsets, NULLs), Python allocates
+# the buffer, one writes into it. The kernels never allocate, so they are compiled without
+# numba's reference counting (see ``_ALLOCATING``). Arrow's own ``take`` of the
+# per-resource attributes onto each span, and numpy passes over the attribute table per
+# value kind, were most of the column time before.
 
 _NO_SIDE = np.zeros(0, np.uint8)
 _NO_OFFSETS = np.zeros(1, np.int32)
