@@ -92,6 +92,7 @@ from latkit.ingest.otlp_proto import (
     V_NONE,
     V_STRING,
     _col,
+    _grown,
     _key_values,
     _offsets,
     _repeat_key_values,
@@ -1086,12 +1087,6 @@ def _document(
     return pos
 
 
-def _grown(a: np.ndarray) -> np.ndarray:
-    b = np.empty((2 * a.shape[0] + 64, a.shape[1]), np.int64)
-    b[: a.shape[0]] = a
-    return b
-
-
 @_kernel
 def _scan(
     buf: np.ndarray,
@@ -1285,7 +1280,10 @@ class Scanner:
             m, full = _scan(buf, orig, offsets, self.tabs, counts, failed, err, saved, m)
             if m < 0:
                 break
-            self.tabs = tuple(_grown(t) if i == full else t for i, t in enumerate(self.tabs))
+            self.tabs = tuple(
+                _grown(t, 2 * len(t) + 64, len(t)) if i == full else t
+                for i, t in enumerate(self.tabs)
+            )
         if not counts[SPANS]:
             return None, failed
         table = _columns(buf, self.tabs, counts)

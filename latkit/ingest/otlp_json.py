@@ -73,6 +73,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from latkit.ingest import (
+    BATCH_ROWS,
     MAX_RECORD_BYTES,
     LoadError,
     Reject,
@@ -88,8 +89,9 @@ FORMAT = "otlp_json"
 #: Bytes of whole lines handed to DuckDB at a time (a longer line is read whole).
 CHUNK_BYTES = 32 * 1024 * 1024
 
-#: Spans per batch handed on, when the fast path merges chunks (see ``read``).
-BATCH_SPANS = 200_000
+#: Spans per batch handed on, when the fast path merges chunks (see ``read``): the batch
+#: size every reader aims at, ``latkit.ingest.BATCH_ROWS``.
+BATCH_SPANS = BATCH_ROWS
 
 #: Bytes of text per Arrow record batch inside a chunk (a longer line is a batch of its own).
 BATCH_BYTES = 1024 * 1024

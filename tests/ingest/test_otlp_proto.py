@@ -475,15 +475,20 @@ def test_decoder_agrees_with_protobuf(messages: list[TracesData], tmp: Path) -> 
         assert rejects == [] and single == expected_rows(messages[0])
 
 
-@settings(max_examples=80, deadline=None)
-@given(values=st.lists(st.floats(), min_size=1, max_size=60))
-def test_doubles_render_as_python_repr(values: list[float], tmp: Path) -> None:
+def rendered(tmp: Path, kind: str, values: list[Any]) -> list[str | None]:
+    """The text the reader gives attributes of one span holding ``values`` of ``kind``."""
     request = ExportTraceServiceRequest()
     span = request.resource_spans.add().scope_spans.add().spans.add()
     for v in values:
-        span.attributes.add(key="d").value.double_value = v
+        setattr(span.attributes.add(key="v").value, kind, v)
     rows, _ = read_all(write(tmp, request.SerializeToString()))
-    assert [kv["value"] for kv in rows[0]["attributes"]] == [repr(v) for v in values]
+    return [kv["value"] for kv in rows[0]["attributes"]]
+
+
+@settings(max_examples=80, deadline=None)
+@given(values=st.lists(st.floats(), min_size=1, max_size=60))
+def test_doubles_render_as_python_repr(values: list[float], tmp: Path) -> None:
+    assert rendered(tmp, "double_value", values) == [repr(v) for v in values]
 
 
 def test_schema_is_exactly_span_staging() -> None:
@@ -494,9 +499,4 @@ def test_schema_is_exactly_span_staging() -> None:
 
 def test_integers_render_in_decimal_at_every_width(tmp: Path) -> None:
     values = [0, 7, -1, 9, 10, -10, 99, 100, 10**18, 2**63 - 1, -(2**63), -(2**63) + 1]
-    request = ExportTraceServiceRequest()
-    span = request.resource_spans.add().scope_spans.add().spans.add()
-    for v in values:
-        span.attributes.add(key="i").value.int_value = v
-    rows, _ = read_all(write(tmp, request.SerializeToString()))
-    assert [kv["value"] for kv in rows[0]["attributes"]] == [str(v) for v in values]
+    assert rendered(tmp, "int_value", values) == [str(v) for v in values]
