@@ -1246,7 +1246,9 @@ class Scanner:
         self.tabs = tuple(np.empty((1024, w), np.int64) for w in WIDTHS)
         self.scratch = np.empty(0, np.uint8)
 
-    def spans(self, data: bytes, offsets: np.ndarray) -> tuple[pa.Table | None, np.ndarray] | None:
+    def spans(
+        self, data: bytes | bytearray, offsets: np.ndarray
+    ) -> tuple[pa.Table | None, np.ndarray] | None:
         """The spans of the documents ``data[offsets[m]:offsets[m+1]]`` that this path can
         read, and which documents it could not (``failed``, for the DuckDB path). None when
         the chunk is not valid UTF-8 (the DuckDB path then reads all of it)."""

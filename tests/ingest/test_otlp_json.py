@@ -291,6 +291,21 @@ def test_small_chunks_give_several_batches_and_the_same_rows(
     assert {k: comparable(v) for k, v in by_id(table).items()} == reference
 
 
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("chunk_bytes", [None, 1024])
+def test_a_byte_order_mark_is_ignored(
+    tmp_path: Path,
+    reference: dict[tuple[str, str], dict[str, Any]],
+    fast: bool,
+    chunk_bytes: int | None,
+) -> None:
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + (FIXTURES / "spans.jsonl").read_bytes())
+    table, rejects, _ = read_all(path, fast=fast, chunk_bytes=chunk_bytes)
+    assert rejects == []
+    assert {k: comparable(v) for k, v in by_id(table).items()} == reference
+
+
 def test_blank_lines_and_crlf_are_ignored(
     tmp_path: Path, reference: dict[tuple[str, str], dict[str, Any]]
 ) -> None:
