@@ -145,8 +145,10 @@ def templates(statements: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Arra
         statements = (
             statements.combine_chunks() if statements.num_chunks else pa.array([], statements.type)
         )
+    if not pa.types.is_dictionary(statements.type) and _repeated(statements):
+        statements = pc.dictionary_encode(statements)
     if pa.types.is_dictionary(statements.type):
-        # Strip each distinct text once; the indices already say where each one goes.
+        # Strip each distinct text once; the indices say where each one goes.
         positions: pa.Array | None = statements.indices
         statements = statements.dictionary
     else:
@@ -162,6 +164,22 @@ def templates(statements: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Arra
     if positions is not None:
         indices = indices.take(positions)
     return tpl.take(indices), fp.take(indices)
+
+
+def _repeated(statements: pa.Array, sample: int = 4096) -> bool:
+    """Whether the first ``sample`` statements repeat enough (half of them or more) for
+    stripping each distinct text once to pay.
+
+    Instrumented statements repeat (drivers send them with placeholders): on the OTLP
+    benchmark's 667,000 statements, 50 distinct, ``templates`` took 0.14-0.26 CPU-s, and
+    0.03-0.05 encoded first. Logged statements carry their literals and nearly never repeat:
+    encoding 1M distinct ones costs 0.22-0.31 CPU-s more, as much as the strip it would save.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    head = statements.slice(0, sample).cast(pa.large_string())  # string views count too
+    return bool(len(head)) and pc.count_distinct(head).as_py() * 2 <= len(head)
 
 
 def _digest(text: str) -> str:

@@ -277,6 +277,15 @@ def test_templates_keeps_nulls_and_positions():
     assert tpl.type == fp.type == pa.string()
 
 
+def test_repeated_statements_are_stripped_once_with_the_same_result():
+    texts = ["SELECT 1", None, "select * from t where id = %s", "SELECT 2 -- two"] * 50
+    column = pa.chunked_array([texts[:77], texts[77:]])
+    assert fpmod._repeated(column.combine_chunks())  # the encoded path
+    tpl, fp = templates(column)
+    assert tpl.to_pylist() == [None if t is None else template(t) for t in texts]
+    assert fp.to_pylist() == [None if t is None else fingerprint(t) for t in texts]
+
+
 @pytest.mark.parametrize(
     "column",
     [
