@@ -1212,10 +1212,13 @@ class _Decoder:
             return
         failures = np.zeros((len(starts), 2), np.int64)
         # Size the tables for typical OTLP so that growing (which decodes a message again)
-        # is rare: rows expected per byte of message, by table.
+        # is rare: rows expected per byte of message, by table. ``size`` grows run after
+        # run while the buffer fills, so a table grows at least twofold: grown to fit each
+        # run, copying its rows each time, the tables cost the benchmark's 1M spans 5% of
+        # the load's CPU, most of it the kernel zeroing fresh pages.
         size = stops[-1]  # message bytes in ``buf`` since the last batch
         self.tabs = tuple(
-            t if len(t) * per >= size else _grown(t, size // per + 64, int(n))
+            t if len(t) * per >= size else _grown(t, max(size // per + 64, 2 * len(t)), int(n))
             for t, per, n in zip(self.tabs, BYTES_PER_ROW, self.counts, strict=True)
         )
         self.tabs = _decode(

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pytest
 import zstandard
@@ -162,6 +163,33 @@ def test_batches_hold_whole_messages_and_at_least_batch_spans(
         read_all(FIXTURES / "framed.pb", batch_spans=batch_spans)[0]
         == read_all(FIXTURES / "framed.pb")[0]
     )
+
+
+def test_tables_grow_at_least_twofold_while_a_batch_fills(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 60 messages decoded one at a time into one batch: each run needs a little more room
+    # than the last, and growing by just that much copied the tables over and over.
+    path = tmp_path / "many.pb"
+    path.write_bytes((FIXTURES / "framed.pb").read_bytes() * 20)
+    monkeypatch.setattr(otlp_proto, "DECODE_BYTES", 1)
+    monkeypatch.setattr(otlp_proto, "BYTES_PER_ROW", (64,) * len(otlp_proto.WIDTHS))
+    sizes: dict[int, list[int]] = {}  # id of a table -> the rows it has had, growth by growth
+    kept: list[np.ndarray] = []  # every table seen, so that no id is reused
+    real = otlp_proto._grown
+
+    def spy(table: np.ndarray, rows: int, used: int) -> np.ndarray:
+        out = real(table, rows, used)
+        sizes[id(out)] = [*sizes.pop(id(table), [len(table)]), rows]
+        kept.extend((table, out))
+        return out
+
+    monkeypatch.setattr(otlp_proto, "_grown", spy)
+    items = list(otlp_proto.read(Source.of(path), batch_spans=10_000))
+    assert sum(i.batch.num_rows for i in items if isinstance(i, Rows)) == 20 * EXPECTED["n_spans"]
+    assert any(len(rows) > 2 for rows in sizes.values())  # some table grew more than once
+    for rows in sizes.values():
+        assert all(b >= 2 * a for a, b in itertools.pairwise(rows)), rows
 
 
 def test_a_full_read_buffer_ends_a_batch_early(monkeypatch: pytest.MonkeyPatch) -> None:
