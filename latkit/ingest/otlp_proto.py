@@ -1192,8 +1192,9 @@ class _Decoder:
     """Decodes messages into its tables, run after run, until asked for the Arrow batch;
     keeps the tables between batches so that they grow only once."""
 
-    def __init__(self, header: int) -> None:
+    def __init__(self, header: int, room: int = 0) -> None:
         self.header = header  # bytes before each message in the file: 4 when framed
+        self.room = room  # message bytes a batch may hold, as far as is known
         self.tabs = tuple(np.empty((1024, w), np.int64) for w in WIDTHS)
         self.counts = np.zeros(len(WIDTHS), np.int64)
 
@@ -1212,11 +1213,12 @@ class _Decoder:
             return
         failures = np.zeros((len(starts), 2), np.int64)
         # Size the tables for typical OTLP so that growing (which decodes a message again)
-        # is rare: rows expected per byte of message, by table. ``size`` grows run after
-        # run while the buffer fills, so a table grows at least twofold: grown to fit each
-        # run, copying its rows each time, the tables cost the benchmark's 1M spans 5% of
-        # the load's CPU, most of it the kernel zeroing fresh pages.
-        size = stops[-1]  # message bytes in ``buf`` since the last batch
+        # is rare: rows expected per byte of message, by table. They are sized for what a
+        # batch can hold (``room``) when first used, not run by run as the buffer fills:
+        # grown to fit each run, copying their rows into fresh pages each time, they cost
+        # the benchmark's 1M spans 5% of the load's CPU (2.7% grown twofold at a time).
+        # Rows never written cost no memory: the kernel maps pages on first touch.
+        size = max(stops[-1], self.room)  # message bytes in ``buf`` since the last batch
         self.tabs = tuple(
             t if len(t) * per >= size else _grown(t, max(size // per + 64, 2 * len(t)), int(n))
             for t, per, n in zip(self.tabs, BYTES_PER_ROW, self.counts, strict=True)
@@ -1368,7 +1370,9 @@ def read(source: Source, **options: object) -> Iterator[Rows | Reject]:
         )
     try:
         _compile()
-        decoder = _Decoder(4 if layout == "framed" else 0)
+        # A batch holds at most a read buffer of messages, or the whole (uncompressed) file.
+        size = source.path.stat().st_size if source.compression is None else CHUNK_BYTES
+        decoder = _Decoder(4 if layout == "framed" else 0, min(size, CHUNK_BYTES))
         with source.open() as stream:
             if layout == "framed":
                 yield from _framed(stream, decoder, batch_spans)
