@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from latkit import fingerprint
-from latkit.schema import KEY_VALUES
+from latkit.schema import KEY_VALUES, one_array
 
 if TYPE_CHECKING:
     from latkit.redact import Redaction
@@ -115,8 +115,7 @@ def attributes(
     this one 0.18-0.27, interleaved on a shared machine: the nine ``take`` calls are now most
     of it. numba is loaded already: ``fingerprint`` needs it.
     """
-    if isinstance(kvs, pa.ChunkedArray):
-        kvs = kvs.combine_chunks() if kvs.num_chunks else pa.array([], KEY_VALUES)
+    kvs = one_array(kvs)
     if kvs.type != KEY_VALUES:
         kvs = kvs.cast(KEY_VALUES)
     n = len(kvs)

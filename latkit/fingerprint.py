@@ -141,10 +141,9 @@ def templates(statements: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Arra
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    if isinstance(statements, pa.ChunkedArray):
-        statements = (
-            statements.combine_chunks() if statements.num_chunks else pa.array([], statements.type)
-        )
+    from latkit.schema import one_array
+
+    statements = one_array(statements)
     if not pa.types.is_dictionary(statements.type) and _repeated(statements):
         statements = pc.dictionary_encode(statements)
     if pa.types.is_dictionary(statements.type):

@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from latkit import fingerprint
+from latkit.schema import one_array
 
 __all__ = ["DEFAULT_KEYS", "Action", "Redaction"]
 
@@ -158,8 +159,7 @@ class Redaction:
     def key_values(self, kvs: pa.Array | pa.ChunkedArray, scrub_rest: bool = False) -> pa.Array:
         """A key/value list column with each named key's action applied (``scrub_rest``:
         the values of other keys are scrubbed as free text)."""
-        if isinstance(kvs, pa.ChunkedArray):
-            kvs = kvs.combine_chunks() if kvs.num_chunks else pa.array([], kvs.type)
+        kvs = one_array(kvs)
         flat = kvs.flatten()
         if len(flat) == 0:
             return kvs
@@ -190,8 +190,7 @@ class Redaction:
 
     def _nested(self, column: pa.Array | pa.ChunkedArray, scrub_rest: bool) -> pa.Array:
         """Events or links: a list of structs, each with an ``attributes`` list."""
-        if isinstance(column, pa.ChunkedArray):
-            column = column.combine_chunks() if column.num_chunks else pa.array([], column.type)
+        column = one_array(column)
         items = column.flatten()
         if len(items) == 0:
             return column
@@ -222,7 +221,7 @@ def scrub_text(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     out = values
     for pattern in (_EMAIL, _QUOTED, _NUMBER):
         out = pc.replace_substring_regex(out, pattern, "?")
-    return out.combine_chunks() if isinstance(out, pa.ChunkedArray) else out
+    return one_array(out)
 
 
 def hashed(values: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -231,8 +230,7 @@ def hashed(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     >>> hashed(pa.array(["10.0.0.7", None, "10.0.0.7"])).to_pylist()[1:]
     [None, 'h:02d93016ccd52ea4']
     """
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks() if values.num_chunks else pa.array([], values.type)
+    values = one_array(values)
     encoded = pc.dictionary_encode(values.cast(pa.string()))
     digests = pa.array([_digest(v) for v in encoded.dictionary.to_pylist()], pa.string())
     return digests.take(encoded.indices)

@@ -7,7 +7,7 @@ import random
 import pyarrow as pa
 
 from latkit import enrich
-from latkit.schema import KEY_VALUES
+from latkit.schema import KEY_VALUES, one_array
 
 Pairs = list[dict[str, str | None]] | None
 
@@ -90,3 +90,21 @@ def test_empty_and_attribute_free_columns_give_nulls() -> None:
     assert enrich.attribute(pa.array([], KEY_VALUES), ("a",)).to_pylist() == []
     assert enrich.attribute(pa.array([[], None], KEY_VALUES), ("a",)).to_pylist() == [None, None]
     assert enrich.attribute(pa.chunked_array([], KEY_VALUES), ("a",)).to_pylist() == []
+
+
+def test_one_array_keeps_a_single_chunk_without_copying_it() -> None:
+    values = pa.array([[{"key": "a", "value": "1"}], [], [{"key": "b", "value": None}]], KEY_VALUES)
+    alone = one_array(pa.chunked_array([values]))
+    assert alone.buffers()[1].address == values.buffers()[1].address  # the same memory
+    assert one_array(pa.chunked_array([values[:1], values[1:]])).equals(values)
+    assert one_array(pa.chunked_array([], KEY_VALUES)).type == KEY_VALUES
+    assert one_array(values) is values
+
+
+def test_promotion_reads_a_sliced_chunk_like_the_whole() -> None:
+    kvs = pa.array(
+        [[{"key": "http.route", "value": f"/r{i}"}, {"key": "x", "value": "y"}] for i in range(6)],
+        KEY_VALUES,
+    )
+    part = enrich.attribute(pa.chunked_array([kvs.slice(2, 3)]), ("http.route",))
+    assert part.to_pylist() == ["/r2", "/r3", "/r4"]
