@@ -324,6 +324,9 @@ class Workbook:
             self.con.begin()
             try:
                 file_report.duplicates += self._drop_duplicate_spans(load_id, file_report)
+                file_report.duplicates += self._drop_duplicate_log_events(
+                    load_id, reader.FORMAT, file_report
+                )
                 if explicit and file_report.loaded == 0 and file_report.duplicates == 0:
                     first = rejects[0].reason if rejects else "no records found"
                     raise LoadError(
@@ -469,6 +472,57 @@ class Workbook:
         report.rows["spans"] = after
         return before - after
 
+    def _drop_duplicate_log_events(self, load_id: int, format: str, report: FileReport) -> int:
+        """Delete this load's database-log events that an earlier load of the same log in
+        another format holds already (``LOG_EVENT_KEYS``), and the nodes of deleted plans."""
+        if format not in LOG_FORMATS or not any(report.rows.get(t) for t in LOG_EVENT_KEYS):
+            return 0
+        cur = self.con  # the load's transaction is on this connection
+        others = [f for f in LOG_FORMATS if f != format]
+        earlier = cur.execute(
+            "SELECT list(load_id) FROM loads WHERE list_contains($others, format)",
+            {"others": others},
+        ).fetchall()[0][0]
+        if not earlier:
+            return 0
+        dropped = 0
+        for table, key in LOG_EVENT_KEYS.items():
+            if not report.rows.get(table):
+                continue
+            # An event seen k times in an earlier load (the same statement can run twice in
+            # a second, with the same duration) drops the first k of this load's copies.
+            deleted = cur.execute(
+                f"""
+                DELETE FROM {table} WHERE rowid IN (
+                    WITH new AS (
+                        SELECT rowid AS r, {key} AS k,
+                               row_number() OVER (PARTITION BY {key} ORDER BY ts_ns, rowid) AS n
+                        FROM {table} WHERE load_id = $load_id
+                    ),
+                    old AS (
+                        SELECT k, max(n) AS n FROM (
+                            SELECT {key} AS k, count(*) AS n FROM {table}
+                            WHERE list_contains($earlier, load_id) GROUP BY ALL
+                        ) GROUP BY k
+                    )
+                    SELECT new.r FROM new JOIN old ON new.k = old.k AND new.n <= old.n
+                )
+                """,
+                {"load_id": load_id, "earlier": earlier},
+            ).fetchall()[0][0]
+            report.rows[table] -= deleted
+            dropped += deleted
+        if report.rows.get("plan_nodes"):
+            nodes = cur.execute(
+                """
+                DELETE FROM plan_nodes WHERE load_id = $load_id AND plan_id NOT IN (
+                    SELECT plan_id FROM plans WHERE load_id = $load_id)
+                """,
+                {"load_id": load_id},
+            ).fetchall()[0][0]
+            report.rows["plan_nodes"] -= nodes
+        return dropped
+
     def _record(
         self,
         load_id: int,
@@ -551,6 +605,20 @@ _DONE = object()
 #: automatic checkpoints off), of 130,000 rows 4.9 s (the last, of 90,000, took 2.8 s of
 #: it), of 122,880 or 200,000 rows 2.3-2.8 s.
 ROW_GROUP_ROWS = 122_880
+
+
+#: The PostgreSQL log formats: the same server can write one log in all three at once
+#: (``log_destination = 'stderr,csvlog,jsonlog'``).
+LOG_FORMATS = ("pg_stderr", "pg_csvlog", "pg_jsonlog")
+
+#: What makes one logged event the same event in another format of the same log: the
+#: second it happened in (a stderr prefix may give whole seconds only), plus what each
+#: format writes alike. A missing duration or pid is a value of its own here.
+LOG_EVENT_KEYS = {
+    "queries": "(coalesce(pid, -1), ts_ns // 1000000000, coalesce(duration_ms, -1), statement)",
+    "plans": "(ts_ns // 1000000000, duration_ms, statement)",
+    "connections": "(coalesce(pid, -1), ts_ns // 1000000000, event)",
+}
 
 
 def _row_groups(items: Iterator[Rows | Reject]) -> Iterator[Rows | Reject]:

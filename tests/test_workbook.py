@@ -200,6 +200,41 @@ def test_same_spans_in_another_format_are_counted_as_duplicates() -> None:
     assert wb.counts()["spans"] == proto.rows["spans"]
 
 
+PGLOGS = Path(__file__).parent / "fixtures" / "pglogs"
+
+
+@pytest.mark.parametrize(
+    ("phase", "order"),
+    [
+        ("main", ("log", "csv", "json")),
+        ("prefixed", ("json", "log", "csv")),  # a stderr prefix of whole seconds
+        ("statements", ("csv", "log", "json")),  # no durations
+        ("pgbench", ("log", "json", "csv")),  # the same statements many times a second
+    ],
+)
+def test_one_log_written_in_three_formats_counts_each_event_once(
+    phase: str, order: tuple[str, str, str]
+) -> None:
+    # The fixtures are one server's log_destination = 'stderr,csvlog,jsonlog'.
+    alone = latkit.open()
+    alone.load(PGLOGS / f"{phase}.csv.gz")
+    wb = latkit.open()
+    first, *others = (wb.load(PGLOGS / f"{phase}.{ext}.gz") for ext in order)
+    assert first.duplicates == 0
+    for report in others:
+        assert report.loaded == 0
+        assert report.duplicates == first.loaded > 0
+        assert report.loaded + report.duplicates + report.rejected == report.read
+    assert wb.counts() == alone.counts()  # plan nodes included
+
+
+def test_events_of_another_log_are_not_taken_for_duplicates() -> None:
+    wb = latkit.open()
+    wb.load(PGLOGS / "main.csv.gz")
+    other = wb.load(PGLOGS / "pgbench.log.gz")
+    assert other.duplicates == 0 and other.loaded > 0
+
+
 def test_bad_records_are_rejected_with_position_and_the_rest_kept() -> None:
     wb = latkit.open()
     report = wb.load(FIXTURES / "bad_line.jsonl", FIXTURES / "truncated.pb")
