@@ -24,7 +24,7 @@ Measured on the benchmark's 1M spans (``benchmarks/data/otlp_1000000.jsonl``, 56
 ~1.7-2.2 CPU-us a span (2.6-3.4 before its kernels dropped reference counting, see
 ``compile_kernels``), the Arrow columns ~1.6-2 (otlp_proto's compiled builders; the byte
 gather is most of it, bound by memory rather than by the instructions), the reader alone
-~3-3.7 CPU-us a span (reading into one reused buffer, see ``otlp_json._Reader._pieces``)
+~2.8-2.9 CPU-us a span (reading into one reused buffer, see ``otlp_json._Reader._pieces``)
 against ~10-11 for the DuckDB path; ``latkit.open().load()`` end to end 3.8-4.6 s
 (``benchmarks/ingest_otlp.py --cases jsonl``). A plain numba loop over the same
 bytes costs 0.1 us a span, and a generic JSON validator written like this scanner as much
