@@ -23,10 +23,14 @@ workbook never holds the original values:
   stored.
 - Client addresses (``queries.client``, ``connections.client``) are hashed.
 
-What it cannot do: a hash keeps equality (distinct users can still be counted) but a value
-that can be guessed (an e-mail address, an IPv4 address) can be confirmed by hashing the
-guess; drop such keys instead where that matters. Values under attribute keys that are not
-named and are not free text (say ``app.customer_name``) are kept: add their keys.
+A hash keeps equality (distinct users can still be counted). Without a secret, a value
+that can be guessed (an e-mail address, an IPv4 address: 2^32 of them) can be confirmed by
+hashing the guess. With one (``wb.load(..., redact_secret=...)``, kept outside the
+workbook), hashes are keyed BLAKE2b: nobody without the secret can test a guess, and
+workbooks loaded with the same secret still join on the hashed values.
+
+What it cannot do: values under attribute keys that are not named and are not free text (say
+``app.customer_name``) are kept: add their keys.
 """
 
 from __future__ import annotations
@@ -103,16 +107,22 @@ class Redaction:
     """What to redact; ``Redaction()`` is the default, ``keys`` maps attribute keys to actions."""
 
     keys: Mapping[str, Action] = field(default_factory=lambda: dict(DEFAULT_KEYS))
+    #: The key of the hashes (empty: plain BLAKE2b). Never shown in a repr.
+    secret: bytes = field(default=b"", repr=False)
 
     @classmethod
-    def of(cls, keys: Mapping[str, Action] | None) -> Redaction:
-        """The default keys, with ``keys`` added (or changed)."""
+    def of(cls, keys: Mapping[str, Action] | None, secret: str | bytes | None = None) -> Redaction:
+        """The default keys, with ``keys`` added (or changed); hashes keyed by ``secret``
+        (any length: the BLAKE2b key is a digest of it) when one is given."""
         merged: dict[str, Action] = dict(DEFAULT_KEYS)
         merged.update(keys or {})
         bad = {k: v for k, v in merged.items() if v not in ("drop", "hash", "path", "template")}
         if bad:
             raise ValueError(f"unknown redaction action(s) {bad}: use drop, hash, path or template")
-        return cls(merged)
+        if isinstance(secret, str):
+            secret = secret.encode()
+        key = hashlib.blake2b(secret, digest_size=32).digest() if secret else b""
+        return cls(merged, key)
 
     # -- the tables ------------------------------------------------------------------------
 
@@ -139,7 +149,7 @@ class Redaction:
                 table, "parameters", pa.nulls(table.num_rows, table.schema.field("parameters").type)
             )
         if "client" in names:
-            table = _set(table, "client", hashed(table.column("client")))
+            table = _set(table, "client", hashed(table.column("client"), self.secret))
         for name in ("filter", "index_cond"):
             if table_name == "plan_nodes" and name in names:
                 table = _set(table, name, _template(table.column(name)))
@@ -169,7 +179,10 @@ class Redaction:
             wanted = [k for k, a in self.keys.items() if a == action]
             mask = pc.is_in(keys, value_set=pa.array(wanted, pa.string()))
             if pc.any(mask).as_py():
-                changed = _ACTIONS[action](values.filter(mask))
+                picked = values.filter(mask)
+                changed = (
+                    hashed(picked, self.secret) if action == "hash" else _ACTIONS[action](picked)
+                )
                 values = pc.replace_with_mask(values, mask, changed.cast(values.type))
         if scrub_rest:
             rest = pc.invert(named)
@@ -224,15 +237,16 @@ def scrub_text(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     return one_array(out)
 
 
-def hashed(values: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """Each value as ``h:`` and 16 hex digits of BLAKE2b (equal values stay equal).
+def hashed(values: pa.Array | pa.ChunkedArray, secret: bytes = b"") -> pa.Array:
+    """Each value as ``h:`` and 16 hex digits of BLAKE2b, keyed by ``secret`` if given
+    (equal values stay equal).
 
     >>> hashed(pa.array(["10.0.0.7", None, "10.0.0.7"])).to_pylist()[1:]
     [None, 'h:02d93016ccd52ea4']
     """
     values = one_array(values)
     encoded = pc.dictionary_encode(values.cast(pa.string()))
-    digests = pa.array([_digest(v) for v in encoded.dictionary.to_pylist()], pa.string())
+    digests = pa.array([_digest(v, secret) for v in encoded.dictionary.to_pylist()], pa.string())
     return digests.take(encoded.indices)
 
 
@@ -288,13 +302,13 @@ def _template(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     return fingerprint.templates(values)[0]
 
 
-def _digest(value: str | None) -> str | None:
+def _digest(value: str | None, secret: bytes = b"") -> str | None:
     if value is None:
         return None
-    return "h:" + hashlib.blake2b(value.encode(), digest_size=8).hexdigest()
+    return "h:" + hashlib.blake2b(value.encode(), digest_size=8, key=secret).hexdigest()
 
 
-_ACTIONS = {"hash": hashed, "path": url_path, "template": _template}
+_ACTIONS = {"path": url_path, "template": _template}  # "hash" takes the secret: ``hashed``
 
 
 def _set(table: pa.Table, name: str, values: pa.Array | pa.ChunkedArray) -> pa.Table:

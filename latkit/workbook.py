@@ -184,6 +184,7 @@ class Workbook:
         progress: Callable[[Path, int, int], None] | None = None,
         redact: bool = False,
         redact_keys: Mapping[str, Action] | None = None,
+        redact_secret: str | bytes | None = None,
         **options: Any,
     ) -> LoadReport:
         """Load files, folders (recursively) and globs; each file's format is detected.
@@ -197,13 +198,19 @@ class Workbook:
         ``redact=True`` stores statements only as templates, no bind parameters, and drops
         or hashes private attributes (``latkit.redact.DEFAULT_KEYS``, plus ``redact_keys``,
         e.g. ``{"app.customer": "drop"}``) before anything is written (``latkit.redact``).
+        With ``redact_secret`` (kept outside the workbook) the hashes are keyed, so that a
+        guessed value (an e-mail, an IP address) cannot be confirmed by hashing it.
         """
         if self.read_only:
             raise WorkbookError("this workbook was opened read-only; open it without read_only")
         started = time.perf_counter()
         report = LoadReport()
         targets = expand(paths)
-        self._redaction = Redaction.of(redact_keys) if redact or redact_keys else None
+        self._redaction = (
+            Redaction.of(redact_keys, redact_secret)
+            if redact or redact_keys or redact_secret
+            else None
+        )
         try:
             for done, (path, explicit) in enumerate(targets):
                 if progress is not None:

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -30,7 +31,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 import latkit
-from latkit import schema
+from latkit import redact, schema
 from latkit.fingerprint import fingerprint
 from latkit.redact import DEFAULT_KEYS
 
@@ -262,3 +263,25 @@ def test_a_summary_of_a_redacted_workbook_shows_no_literal(
     latkit.open(empty).close()
     words = CliRunner().invoke(main, ["summary", "--db", str(empty)]).output
     assert leaks([("summary", result.output)], literals - set(re.findall(r"\w+", words))) == {}
+
+
+def test_a_secret_keys_the_hashes_so_a_guess_cannot_be_confirmed(tmp_path: Path) -> None:
+    traces = make_traces(tmp_path / "t.pb")
+    query = """
+        SELECT attr(attributes, 'enduser.id') AS user_id, attr(attributes, 'client.address') AS ip
+        FROM spans WHERE kind = 'server'
+    """
+
+    def hashes(**secret: str) -> tuple[str, str]:
+        wb = latkit.open()
+        wb.load(traces, redact=True, **secret)
+        return tuple(wb.sql(query).row(0))  # type: ignore[return-value]
+
+    unkeyed = hashes()
+    guessed = tuple(redact.hashed(pa.array([USER_ID, CLIENT])).to_pylist())
+    assert unkeyed == guessed  # without a secret, hashing a guess confirms it
+    keyed = hashes(redact_secret="correct horse")
+    assert keyed == hashes(redact_secret="correct horse")  # workbooks still join
+    assert keyed != hashes(redact_secret="another secret")
+    assert all(h.startswith("h:") for h in keyed) and not set(keyed) & set(guessed)
+    assert "correct horse" not in repr(redact.Redaction.of(None, "correct horse"))
