@@ -506,9 +506,9 @@ class Workbook:
                                row_number() OVER (PARTITION BY {key} ORDER BY ts_ns, rowid) AS n
                         FROM {table} WHERE load_id = $load_id
                     ),
-                    old AS (
+                    old AS (  -- the most copies any one earlier load holds
                         SELECT k, max(n) AS n FROM (
-                            SELECT {key} AS k, count(*) AS n FROM {table}
+                            SELECT {key} AS k, load_id, count(*) AS n FROM {table}
                             WHERE list_contains($earlier, load_id) GROUP BY ALL
                         ) GROUP BY k
                     )

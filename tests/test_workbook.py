@@ -228,6 +228,19 @@ def test_one_log_written_in_three_formats_counts_each_event_once(
     assert wb.counts() == alone.counts()  # plan nodes included
 
 
+def test_copies_are_matched_one_for_one_against_each_earlier_load(tmp_path: Path) -> None:
+    # Each event twice in one file: its first copy is the event loaded from the log's
+    # other formats, the second is a duplicate of nothing loaded before.
+    doubled = tmp_path / "doubled.json"
+    doubled.write_bytes(gzip.decompress((PGLOGS / "main.json.gz").read_bytes()) * 2)
+    wb = latkit.open()
+    wb.load(PGLOGS / "main.log.gz", PGLOGS / "main.csv.gz")
+    once = wb.counts()
+    report = wb.load(doubled)
+    assert report.duplicates == report.loaded > 0
+    assert wb.counts() == {t: 2 * n for t, n in once.items()}
+
+
 def test_events_of_another_log_are_not_taken_for_duplicates() -> None:
     wb = latkit.open()
     wb.load(PGLOGS / "main.csv.gz")
