@@ -7,14 +7,17 @@ NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 
 .PHONY: install lab test lint fuzz bench clean
 
-# Loads a trace fixture and runs the budget on it, so that the compiled readers and kernels
-# are cached before the first notebook needs them.
+# Loads trace fixtures and runs the budget on them, so that the compiled readers and kernels
+# are cached before the first notebook needs them. The OTLP/JSON scanner reads only files of
+# 32 MiB or more on its own: asked for here, or the first large JSON file would wait for it.
 define WARM
 import latkit
 from latkit.analysis import budget
+from latkit.ingest import Source, otlp_json
 wb = latkit.open()
 wb.load("tests/fixtures/otlp/single.pb", "tests/fixtures/otlp/spans.jsonl")
 budget.breakdown(wb)
+list(otlp_json.read(Source.of("tests/fixtures/otlp/spans.jsonl"), fast=True))
 endef
 export WARM
 
