@@ -12,18 +12,6 @@ import pyarrow as pa
 #: Bumped whenever a canonical table changes; ``latkit.workbook`` migrates older files.
 SCHEMA_VERSION = 1
 
-
-def one_array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """``column`` as one array: itself, its only chunk (Arrow's ``combine_chunks`` copies
-    even one chunk: 3.5% of the CPU of loading 1M OTLP spans, most of it the kernel zeroing
-    the copy's fresh pages), its chunks joined, or an empty array of its type."""
-    if isinstance(column, pa.Array):
-        return column
-    if column.num_chunks == 1:
-        return column.chunk(0)
-    return column.combine_chunks() if column.num_chunks else pa.array([], column.type)
-
-
 #: An attribute list: every key kept, values rendered as text (bools as ``true``/``false``,
 #: numbers in decimal, arrays and maps as JSON). A list of structs is much cheaper to build
 #: and store than a DuckDB MAP (NOTES.md), and ``attr(list, 'key')`` reads one value back.
@@ -243,3 +231,14 @@ MACROS = (
         list_extract(list_filter(kvs, lambda kv: kv.key = k), 1).value
     """,
 )
+
+
+def one_array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """``column`` as one array: itself, its only chunk (Arrow's ``combine_chunks`` copies
+    even one chunk: 3.5% of the CPU of loading 1M OTLP spans, most of it the kernel zeroing
+    the copy's fresh pages), its chunks joined, or an empty array of its type."""
+    if isinstance(column, pa.Array):
+        return column
+    if column.num_chunks == 1:
+        return column.chunk(0)
+    return column.combine_chunks() if column.num_chunks else pa.array([], column.type)

@@ -1218,7 +1218,7 @@ class _Decoder:
         # grown to fit each run, copying their rows into fresh pages each time, they cost
         # the benchmark's 1M spans 5% of the load's CPU (2.7% grown twofold at a time).
         # Rows never written cost no memory: the kernel maps pages on first touch.
-        size = max(stops[-1], self.room)  # message bytes in ``buf`` since the last batch
+        size = max(stops[-1], self.room)  # stops[-1]: message bytes in ``buf`` so far
         self.tabs = tuple(
             t if len(t) * per >= size else _grown(t, max(size // per + 64, 2 * len(t)), int(n))
             for t, per, n in zip(self.tabs, BYTES_PER_ROW, self.counts, strict=True)
@@ -1371,8 +1371,8 @@ def read(source: Source, **options: object) -> Iterator[Rows | Reject]:
     try:
         _compile()
         # A batch holds at most a read buffer of messages, or the whole (uncompressed) file.
-        size = source.path.stat().st_size if source.compression is None else CHUNK_BYTES
-        decoder = _Decoder(4 if layout == "framed" else 0, min(size, CHUNK_BYTES))
+        room = CHUNK_BYTES if source.compression else min(source.path.stat().st_size, CHUNK_BYTES)
+        decoder = _Decoder(4 if layout == "framed" else 0, room)
         with source.open() as stream:
             if layout == "framed":
                 yield from _framed(stream, decoder, batch_spans)
