@@ -33,11 +33,11 @@ engines' semantics differ:
   read-only ClickHouse user is enough; ClickHouse pushes the analyses' filters into it.
 - ``quantile_cont`` becomes ``quantileExactInclusive``: both interpolate linearly between
   ranks (numpy's default, R7), and give the same floats on the test data.
-- ``hash(...)`` becomes ``cityHash64(...)``, ``list_position`` ``indexOf``, the ``attr()``
-  macro a map lookup, ``try_cast`` ``accurateCastOrNull``, ``//`` ``intDiv`` (exact on
-  nanoseconds), ``any_value`` ``any``, ``bool_or`` ``max``, ``split_part`` an array element,
-  ``string_agg(DISTINCT x ORDER BY x)`` a sorted ``groupUniqArray``, ``regexp_replace``
-  with ``'g'`` ``replaceRegexpAll``, ``time_bucket`` arithmetic from DuckDB's origin, an
+- ``hash(...)`` becomes ``cityHash64(...)``, ``list_position`` ``indexOf``, ``list_sort``
+  ``arraySort``, the ``attr()`` macro a map lookup, ``try_cast`` ``accurateCastOrNull``,
+  ``//`` ``intDiv`` (exact on nanoseconds), ``any_value`` ``any``, ``bool_or`` ``max``,
+  ``split_part`` an array element, ``string_agg(DISTINCT x ORDER BY x)`` a sorted
+  ``groupUniqArray``, ``regexp_replace`` with ``'g'`` ``replaceRegexpAll``, ``time_bucket`` arithmetic from DuckDB's origin, an
   ``unnest`` of the attributes an ``arrayJoin`` of (key, value) tuples, and ``rowid``
   (which the span arrays and the budget join on) a column of the subquery: 63 bits of
   ``cityHash64(TraceId, SpanId, SpanKind)``, the identity DuckDB deduplicates spans by.
@@ -52,6 +52,8 @@ engines' semantics differ:
 Analyses of query logs (``queries``, ``plans``, ``plan_nodes``, ``statements``,
 ``connections``) do not apply: otel_traces holds spans only. A query that names one of
 those tables raises ``NotInClickHouse`` saying which table is missing and what to do.
+Analyses that combine traces with a log (``cache.staleness``, ``pooling.no_pool``) ask
+``has_rows`` first and give their traces' half here, as on a DuckDB workbook with no log.
 
 Which part runs where
 ---------------------
@@ -356,6 +358,8 @@ def _clickhouse_function(node: exp.Expr) -> exp.Expr:
         return pairs
     if isinstance(node, exp.ArrayAppend):
         return exp.func("arrayPushBack", node.this.copy(), node.expression.copy())
+    if isinstance(node, exp.ArraySort) and node.args.get("expression") is None:
+        return exp.func("arraySort", node.this.copy())  # ascending, as list_sort
     if (
         isinstance(node, exp.DateBin)
         and isinstance(node.this, exp.Anonymous)
@@ -876,6 +880,12 @@ class ClickHouseWorkbook:
             self.window.params(),
         )["n"][0].as_py()
         return {"spans": int(n)} | {t: 0 for t in LOG_TABLES}
+
+    def has_rows(self, table: str) -> bool:
+        """Whether the canonical table ``table`` holds any row: only ``spans`` can here."""
+        if table not in schema.DATA_TABLES:
+            raise ValueError(f"not a canonical data table: {table!r}")
+        return table == "spans" and self.counts()["spans"] > 0
 
     def sql(self, query: str, params: Any = None) -> pl.DataFrame:
         """Run a DuckDB-dialect query over the canonical ``spans`` in ClickHouse.

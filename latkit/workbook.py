@@ -162,6 +162,18 @@ class Workbook:
             for t in schema.DATA_TABLES
         }
 
+    def has_rows(self, table: str) -> bool:
+        """Whether the canonical table ``table`` holds any row. Analyses that combine traces
+        with query logs ask before reading a log table, so that they also run where there
+        is none (a ClickHouse workbook holds spans only).
+
+        >>> latkit.open().has_rows("queries")
+        False
+        """
+        if table not in schema.DATA_TABLES:
+            raise ValueError(f"not a canonical data table: {table!r}")
+        return bool(self.con.execute(f"SELECT EXISTS (SELECT 1 FROM {table})").fetchall()[0][0])
+
     def sql(self, query: str, params: Any = None) -> pl.DataFrame:
         """Run a query (parameters bound, never pasted) and return a polars DataFrame."""
         return self.con.cursor().sql(query, params=params).pl()

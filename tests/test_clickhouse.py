@@ -86,11 +86,13 @@ ANALYSES: dict[str, Callable[[Any], pl.DataFrame]] = {
     "cache.ages": lambda wb: cache.ages(wb),
     "cache.ttl_estimate": lambda wb: cache.ttl_estimate(wb),
     "cache.size_curve": lambda wb: cache.size_curve(wb),
+    "cache.staleness": lambda wb: cache.staleness(wb),
     "network.edges": lambda wb: network.edges(wb),
     "network.keep_alive": lambda wb: network.keep_alive(wb),
     "pooling.setup_gaps": lambda wb: pooling.setup_gaps(wb),
     "pooling.in_flight": lambda wb: pooling.in_flight(wb),
     "pooling.by_load": lambda wb: pooling.by_load(wb),
+    "pooling.no_pool": lambda wb: pooling.no_pool(wb),
 }
 
 

@@ -645,6 +645,14 @@ def _tables(template: str, target_only: bool) -> list[str]:
     return sorted(names - ctes)
 
 
+#: The writes a query log shows, beside the traced ones (``staleness``).
+_LOGGED_WRITES = """
+    UNION ALL
+    SELECT w.table_name AS table_name, q.ts_ns AS ts_ns, 'logged' AS seen_in
+    FROM queries AS q JOIN _write_tables AS w USING (query_template)
+"""
+
+
 def staleness(wb: Workbook, ttl_s: float | None = None) -> pl.DataFrame:
     """How often the data behind each key pattern changes, against how long it stays cached.
 
@@ -677,12 +685,14 @@ def staleness(wb: Workbook, ttl_s: float | None = None) -> pl.DataFrame:
         ],
         schema={"key_pattern": pl.String, "table_name": pl.String},
     ).unique()
+    # Without query logs (none loaded, or a ClickHouse workbook: spans only) the writes are
+    # the traced ones alone, and the log's table is not read.
+    logged = wb.has_rows("queries")
     writes = wb.sql(
         f"""
         SELECT DISTINCT query_template FROM (
             SELECT query_template FROM spans WHERE category = 'db'
-            UNION ALL
-            SELECT query_template FROM queries
+            {"UNION ALL SELECT query_template FROM queries" if logged else ""}
         )
         WHERE upper(split_part(ltrim(query_template), ' ', 1)) IN {_in(_WRITE_WORDS)}
            OR regexp_matches(query_template, '^\\s*WITH\\b.*\\b(INSERT|UPDATE|DELETE)\\b', 'is')
@@ -708,38 +718,36 @@ def staleness(wb: Workbook, ttl_s: float | None = None) -> pl.DataFrame:
             SELECT key_pattern, count(*) FILTER (hit) AS hits FROM lookups GROUP BY key_pattern
         ),
         sources AS (
-            SELECT key_pattern, list(DISTINCT table_name ORDER BY table_name) AS source_tables
+            SELECT key_pattern, list_sort(list(DISTINCT table_name)) AS source_tables
             FROM _fill_tables GROUP BY key_pattern
         ),
         writes AS (
-            SELECT w.table_name, s.start_ns AS ts_ns, 'traced' AS seen_in
+            SELECT w.table_name AS table_name, s.start_ns AS ts_ns, 'traced' AS seen_in
             FROM spans AS s JOIN _write_tables AS w USING (query_template)
             WHERE s.category = 'db'
-            UNION ALL
-            SELECT w.table_name, q.ts_ns, 'logged'
-            FROM queries AS q JOIN _write_tables AS w USING (query_template)
+            {_LOGGED_WRITES if logged else ""}
         ),
         span_of_time AS (
             SELECT (max(hi) - min(lo)) / 60e9 AS observed_min FROM (
                 SELECT min(start_ns) AS lo, max(end_ns) AS hi FROM spans
-                UNION ALL
-                SELECT min(ts_ns), max(ts_ns) FROM queries
+                {"UNION ALL SELECT min(ts_ns), max(ts_ns) FROM queries" if logged else ""}
             )
         ),
         per_pattern AS (
-            SELECT p.key_pattern, p.hits, coalesce(s.source_tables, []) AS source_tables,
+            SELECT p.key_pattern AS key_pattern, p.hits AS hits,
+                   coalesce(s.source_tables, []) AS source_tables,
                    coalesce(CAST($ttl_s AS DOUBLE), t.estimated_ttl_s) AS ttl_s
             FROM patterns AS p
             LEFT JOIN sources AS s ON s.key_pattern IS NOT DISTINCT FROM p.key_pattern
             LEFT JOIN _ttls AS t ON t.key_pattern IS NOT DISTINCT FROM p.key_pattern
         ),
         pattern_writes AS (
-            SELECT p.key_pattern, w.ts_ns, w.seen_in
+            SELECT p.key_pattern AS key_pattern, w.ts_ns AS ts_ns, w.seen_in AS seen_in
             FROM per_pattern AS p, writes AS w
             WHERE list_contains(p.source_tables, w.table_name)
         ),
         stale_hits AS (
-            SELECT l.key_pattern, count(DISTINCT l.span_id) AS hits_after_write
+            SELECT l.key_pattern AS key_pattern, count(DISTINCT l.span_id) AS hits_after_write
             FROM lookups AS l
             JOIN per_pattern AS p ON p.key_pattern IS NOT DISTINCT FROM l.key_pattern
             JOIN pattern_writes AS w ON w.key_pattern IS NOT DISTINCT FROM l.key_pattern
@@ -753,7 +761,8 @@ def staleness(wb: Workbook, ttl_s: float | None = None) -> pl.DataFrame:
                    count(*) FILTER (seen_in = 'logged') AS writes_logged
             FROM pattern_writes GROUP BY key_pattern
         )
-        SELECT p.key_pattern, p.source_tables, p.ttl_s, p.hits,
+        SELECT p.key_pattern AS key_pattern, p.source_tables AS source_tables,
+               p.ttl_s AS ttl_s, p.hits AS hits,
                coalesce(c.writes_traced, 0) AS writes_traced,
                coalesce(c.writes_logged, 0) AS writes_logged,
                t.observed_min,

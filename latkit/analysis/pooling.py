@@ -293,10 +293,9 @@ def no_pool(
     >>> pooling.no_pool(wb).select("source", "route", "application", "saved_ms", "p99_ms",
     ...                            "p99_pooled_ms")
     """
-    frames = [
-        _no_pool_traces(wb, ratio, min_excess_ms, consistency, min_requests),
-        _no_pool_logs(wb, few_statements, min_sessions),
-    ]
+    frames = [_no_pool_traces(wb, ratio, min_excess_ms, consistency, min_requests)]
+    if wb.has_rows("connections"):  # none loaded, or a ClickHouse workbook (spans only)
+        frames.append(_no_pool_logs(wb, few_statements, min_sessions))
     return (
         pl.concat([f.select(_NO_POOL_COLUMNS.names()).cast(_NO_POOL_COLUMNS) for f in frames])
         .sort(["saved_ms", "source"], descending=[True, False], nulls_last=True)
