@@ -37,10 +37,13 @@ engines' semantics differ:
   ``arraySort``, the ``attr()`` macro a map lookup, ``try_cast`` ``accurateCastOrNull``,
   ``//`` ``intDiv`` (exact on nanoseconds), ``any_value`` ``any``, ``bool_or`` ``max``,
   ``split_part`` an array element, ``string_agg(DISTINCT x ORDER BY x)`` a sorted
-  ``groupUniqArray``, ``regexp_replace`` with ``'g'`` ``replaceRegexpAll``, ``time_bucket`` arithmetic from DuckDB's origin, an
-  ``unnest`` of the attributes an ``arrayJoin`` of (key, value) tuples, and ``rowid``
-  (which the span arrays and the budget join on) a column of the subquery: 63 bits of
-  ``cityHash64(TraceId, SpanId, SpanKind)``, the identity DuckDB deduplicates spans by.
+  ``groupUniqArray``, ``regexp_replace`` with ``'g'`` ``replaceRegexpAll``, ``time_bucket``
+  arithmetic from DuckDB's origin, an ``unnest`` of the attributes an ``arrayJoin`` of
+  (key, value) tuples, and ``rowid`` (which the span arrays and the budget join on) a column
+  of the subquery: 63 bits of ``cityHash64(TraceId, SpanId, SpanKind)``, the identity DuckDB
+  deduplicates spans by.
+- A named yes/no column (a comparison, or a CASE of them) is cast to ``Bool``: ClickHouse's
+  comparisons give ``UInt8``, which polars reads as a number.
 - ``GROUP BY ALL`` becomes positions (DuckDB's meaning; ClickHouse's differs where an alias
   shadows a column), and an ORDER BY name that is a select alias becomes its position.
 - Parameters (``$name`` and ``?``) become ClickHouse query parameters (``{p_name:Type}``),
@@ -539,6 +542,7 @@ def translate(
     for select in list(tree.find_all(exp.Select)):
         _order_by_aliases_as_positions(select)
     out = _bind(tree, params)
+    _boolean_columns(tree)
     tree = _clickhouse_functions(tree)
     for join in tree.find_all(exp.Join):
         if join.args.get("kind", "").upper() == "SEMI" and not join.side:
@@ -546,6 +550,35 @@ def translate(
     sql = tree.sql(dialect="clickhouse")
     sql = _unwrap_markers(sql, spans)
     return Translation(sql, out)
+
+
+#: Expressions that are true or false (or NULL).
+_BOOLEAN = (exp.Predicate, exp.Connector, exp.Not, exp.Boolean)
+
+
+def _boolean_columns(tree: exp.Expr) -> None:
+    """Each named yes/no column as ClickHouse's ``Bool``: its comparisons give ``UInt8``,
+    which polars reads as a number, and ``frame.filter(pl.col("traced"))`` then fails."""
+    for select in list(tree.find_all(exp.Select)):
+        for item in select.expressions:
+            if not isinstance(item, exp.Alias):
+                continue
+            if _is_boolean(item.this):
+                item.set("this", exp.Cast(this=item.this.copy(), to=exp.DataType.build("BOOLEAN")))
+
+
+def _is_boolean(node: exp.Expr) -> bool:
+    """Whether ``node`` is a yes/no expression: a comparison, AND/OR/NOT, or a CASE whose
+    every outcome is one (or NULL)."""
+    node = node.unnest() if isinstance(node, exp.Paren) else node
+    if isinstance(node, _BOOLEAN):
+        return True
+    if isinstance(node, exp.Case):
+        outcomes = [branch.args["true"] for branch in node.args.get("ifs", [])]
+        outcomes.append(node.args.get("default") or exp.Null())
+        known = [o for o in outcomes if not isinstance(o, exp.Null)]
+        return bool(known) and all(_is_boolean(o) for o in known)
+    return False
 
 
 def _bind(tree: exp.Expr, params: Any) -> dict[str, Any]:

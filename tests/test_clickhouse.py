@@ -107,6 +107,10 @@ def test_analysis_gives_the_same_answer_on_clickhouse(
     # are Int64 or HUGEINT); the values may not. Floats may differ in their last bit
     # (the engines interpolate percentiles and sum in different orders), no more.
     assert_frame_equal(got, expected, check_dtypes=False, rel_tol=1e-12, abs_tol=1e-9)
+    # A yes/no column stays one: ClickHouse's comparisons give UInt8, on which a polars
+    # filter (``frame.filter(pl.col("traced"))``, as a chart does) fails.
+    flags = [c for c, t in expected.schema.items() if t == pl.Boolean]
+    assert {c: got.schema[c] for c in flags} == {c: pl.Boolean for c in flags}
 
 
 def test_percentiles_interpolate_like_numpy(ch: clickhouse.ClickHouseWorkbook) -> None:
@@ -325,8 +329,11 @@ def test_a_window_restricts_every_analysis_inside_clickhouse(
 @pytest.mark.parametrize(
     ("notebook", "files"),
     [
+        ("00_tour", {"traces": None, "query_log": None}),
         ("01_latency_budget", {"traces": None}),
         ("03_n_plus_one", {"traces": None, "query_log": None}),
+        ("04_cache_hit_rate", {"traces": None, "query_logs": None, "traces_without_hits": None}),
+        ("05_connections_and_network", {"traces": None, "query_log": None}),
     ],
 )
 def test_a_trace_notebook_runs_unchanged_on_clickhouse(

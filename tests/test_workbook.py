@@ -38,6 +38,15 @@ def test_open_creates_every_canonical_table() -> None:
     assert wb.counts() == {t: 0 for t in schema.DATA_TABLES}
 
 
+def test_has_rows_says_which_tables_hold_rows() -> None:
+    wb = latkit.open()
+    assert not any(wb.has_rows(t) for t in schema.DATA_TABLES)
+    wb.load(FIXTURES / "framed.pb")
+    assert [t for t in schema.DATA_TABLES if wb.has_rows(t)] == ["spans"]
+    with pytest.raises(ValueError, match="'loads'"):
+        wb.has_rows("loads")
+
+
 def test_workbook_file_persists_and_records_schema_version(tmp_path: Path) -> None:
     path = tmp_path / "case.duckdb"
     with latkit.open(path) as wb:
