@@ -11,10 +11,13 @@ view joining a ``resources`` table (one row per distinct resource) to span rows 
 id. It changes nothing in latkit; it models both sides:
 
   load   ``latkit.open().load()`` of ingest_otlp.py's 1M-span protobuf file, each run in a
-         fresh process, alternating: as latkit stores spans now, and with the resource
-         attributes neither copied onto each span by the reader nor stored (NULL): what a
-         resources table would leave per span, less its id. Its own rows, a handful per
-         batch, are not modelled.
+         fresh process, alternating three shapes: ``copied``, as latkit stores spans now (a
+         list of key/value structs on each span); ``json_object``, the same attributes as
+         one JSON object per span (``{"service.name": "shop", ...}``, rendered once per
+         resource; a column of type JSON, read with ``resource_attributes->>'host.name'``),
+         which the canonical table could hold as it is; and ``not_stored``, neither copied
+         nor stored (NULL): what a resources table would leave per span, less its id. Its
+         own rows, a handful per batch, are not modelled.
   query  the analyses of benchmarks/analysis.py on its generated spans, on the ``spans``
          table and on a view over ``span_rows`` joined to ``resources``: what every query
          would pay for the join (DuckDB does not drop a LEFT JOIN whose columns go unused).
@@ -39,21 +42,41 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import analysis  # noqa: E402 - benchmarks/analysis.py: the generated spans and analyses
 import ingest_otlp  # noqa: E402 - benchmarks/ingest_otlp.py: the 1M-span input
 
-SHAPES = ("copied", "not_stored")
+SHAPES = ("copied", "json_object", "not_stored")
 
 
 def load_once(shape: str, pb: Path) -> dict[str, float]:
     """One load in this process: wall and CPU seconds, peak RSS (MiB)."""
+    import numpy as np
     import pyarrow as pa
 
     import latkit
+    from latkit import schema
     from latkit.ingest import otlp_proto
-    from latkit.schema import KEY_VALUES
 
-    if shape == "not_stored":
+    if shape == "json_object":
+        at = schema.SPAN_STAGING.get_field_index("resource_attributes")
+        otlp_proto.SPAN_STAGING = schema.SPAN_STAGING.set(  # type: ignore[misc]
+            at, pa.field("resource_attributes", pa.string())
+        )
+        schema.TABLES["spans"] = schema.TABLES["spans"].replace(
+            f"resource_attributes {schema._KV}", "resource_attributes JSON"
+        )
 
-        def no_copy(kvs: pa.ListArray, index: object) -> pa.Array:
-            return pa.nulls(len(index), KEY_VALUES)  # type: ignore[arg-type]
+        def as_json(kvs: pa.ListArray, index: np.ndarray) -> pa.Array:
+            objects = [
+                "{"
+                + ",".join(f"{json.dumps(kv['key'])}:{json.dumps(kv['value'])}" for kv in row)
+                + "}"
+                for row in kvs.to_pylist()
+            ]
+            return pa.array(objects, pa.string()).take(pa.array(index))
+
+        otlp_proto._repeat_key_values = as_json  # type: ignore[assignment]
+    elif shape == "not_stored":
+
+        def no_copy(kvs: pa.ListArray, index: np.ndarray) -> pa.Array:
+            return pa.nulls(len(index), schema.KEY_VALUES)
 
         otlp_proto._repeat_key_values = no_copy  # type: ignore[assignment]
     wb = latkit.open()
